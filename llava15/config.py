@@ -1,0 +1,292 @@
+"""Typed recipe configuration: flat dataclasses, loaded from YAML, overridden from the command line.
+
+A recipe is four sections (`model`, `data`, `train`, `lora`). Every field has a docstring under it.
+`load_recipe` rejects unknown keys with the dotted path and the nearest valid name, checks types, and
+applies `key.sub=value` overrides (values parsed as YAML scalars). The resolved recipe is saved next to
+every checkpoint (`save_recipe`). This module imports nothing from llava15 and no heavy dependency.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the dotted key."""
+
+
+@dataclass
+class ModelConfig:
+    vision_tower: str = "openai/clip-vit-large-patch14-336"
+    """Vision encoder: hub id or local folder (CLIP or SigLIP vision model)."""
+    llm: str = "lmsys/vicuna-7b-v1.5"
+    """Causal LM: hub id, local folder, a `.gguf` file or the alias `smollm2-135m-instruct`."""
+    init_checkpoint: str | None = None
+    """Start from a whole llava15/LLaVA checkpoint instead of assembling tower + LM (task fine-tuning)."""
+    init_projector: str | None = None
+    """Projector weights to start from: a stage-1 output (`mm_projector.bin`/safetensors) or folder."""
+    projector: str = "mlp2x_gelu"
+    """Projector type: `mlp2x_gelu` (LLaVA-1.5) or `linear` (original LLaVA)."""
+    vision_feature_layer: int = -2
+    """Hidden-state index of the vision tower used as image features (-2 = penultimate layer)."""
+    vision_feature_select_strategy: str = "default"
+    """`default` drops the CLS token (576 tokens at 336 px); `full` keeps it."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers: `sdpa`, `eager`, `flash_attention_2`, `flex_attention`."""
+    dtype: str = "auto"
+    """Weight dtype for training: `auto` (bf16 on GPU, fp32 on CPU), `bfloat16`, `float16`, `float32`."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.projector", self.projector, ("mlp2x_gelu", "linear"))
+        _check_choice("model.vision_feature_select_strategy", self.vision_feature_select_strategy,
+                      ("default", "full"))
+        _check_choice("model.dtype", self.dtype, ("auto", "bfloat16", "float16", "float32"))
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """Training data: a LLaVA JSON/JSONL file, or a Hugging Face `datasets` folder / parquet file."""
+    image_folder: str = ""
+    """Root folder that image paths in the data are relative to."""
+    template: str = "vicuna_v1"
+    """Chat template name (`plain` for stage 1, `vicuna_v1` for stage 2; see data/templates.py)."""
+    image_aspect_ratio: str = "pad"
+    """`pad` (expand to square with the CLIP mean colour), `square` (resize + centre crop), `resize`."""
+    model_max_length: int = 2048
+    """Maximum tokens per sample, image tokens included."""
+    bad_records: str = "skip"
+    """What to do with an invalid record: `skip` (counted and logged) or `fail`."""
+    batching: str = "pack"
+    """`pack` (rows of a token budget, no cross-sample attention) or `modality_grouped` (original)."""
+    pack_tokens: int = 0
+    """Token budget per packed row; 0 = model_max_length."""
+    padding_side: str = "right"
+    """Padding side when batching by padding."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+
+    def __post_init__(self) -> None:
+        _check_choice("data.image_aspect_ratio", self.image_aspect_ratio, ("pad", "square", "resize"))
+        _check_choice("data.bad_records", self.bad_records, ("skip", "fail"))
+        _check_choice("data.batching", self.batching, ("pack", "modality_grouped"))
+        _check_choice("data.padding_side", self.padding_side, ("left", "right"))
+        if self.model_max_length <= 0:
+            raise ConfigError(f"data.model_max_length must be positive, got {self.model_max_length}")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train LoRA adapters on the LLM instead of its full weights (projector is still fully trained)."""
+    r: int = 128
+    """LoRA rank (paper: 128)."""
+    alpha: int = 256
+    """LoRA alpha (paper: 256)."""
+    dropout: float = 0.05
+    """LoRA dropout (paper: 0.05)."""
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "projector+llm"
+    """What trains: `projector` (stage 1), `projector+llm` (stage 2), `projector+lora`, `all`."""
+    output_dir: str = "runs/llava15"
+    """Run folder: checkpoints, logs, the final checkpoint in `final/`."""
+    max_steps: int = 0
+    """Optimizer steps to run; 0 = `epochs` passes over the data."""
+    epochs: float = 1.0
+    """Passes over the data when max_steps is 0."""
+    global_batch_size: int = 128
+    """Samples per optimizer step over all devices; gradient accumulation is derived from it."""
+    micro_batch_size: int = 16
+    """Samples per device per forward pass."""
+    lr: float = 2e-5
+    """Peak learning rate."""
+    projector_lr: float | None = None
+    """Separate learning rate for the projector (LoRA recipe: 2e-5); None = `lr`."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norm weights)."""
+    warmup_ratio: float = 0.03
+    """Fraction of steps of linear warm-up."""
+    lr_scheduler: str = "cosine"
+    """`cosine` (to 0 after warm-up) or `constant`."""
+    adam_beta1: float = 0.9
+    """AdamW beta1."""
+    adam_beta2: float = 0.999
+    """AdamW beta2."""
+    adam_eps: float = 1e-8
+    """AdamW epsilon."""
+    max_grad_norm: float = 0.0
+    """Gradient clipping norm; 0 disables it (the original runs clip nothing under DeepSpeed)."""
+    seed: int = 42
+    """Seed of every random choice (data order, init, dropout)."""
+    precision: str = "auto"
+    """`auto` (bf16 on GPU, fp32 on CPU), `bf16`, `fp32`."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    save_steps: int = 0
+    """Save a resumable checkpoint every N optimizer steps; 0 = only at the end."""
+    save_total_limit: int = 1
+    """Keep the last K resumable checkpoints."""
+    resume: str = "auto"
+    """`auto` (continue from the latest checkpoint in output_dir if any), a checkpoint path, or `none`."""
+    log_steps: int = 1
+    """Log metrics every N optimizer steps."""
+    tensorboard: bool = True
+    """Write TensorBoard event files."""
+    wandb: bool = False
+    """Log to Weights & Biases (when installed)."""
+    dry_run: bool = False
+    """Build everything, run two steps, report peak memory and projected time, then stop."""
+    compile: bool = False
+    """torch.compile the model."""
+
+    def __post_init__(self) -> None:
+        _check_choice("train.stage", self.stage, ("projector", "projector+llm", "projector+lora", "all"))
+        _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
+        _check_choice("train.lr_scheduler", self.lr_scheduler, ("cosine", "constant"))
+        if self.global_batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"train.global_batch_size ({self.global_batch_size}) must be a multiple of "
+                f"train.micro_batch_size ({self.micro_batch_size})")
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The model to build or load."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training data and how it is templated, tokenized and batched."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, checkpoints, logging."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA settings (used when `train.stage` is `projector+lora`)."""
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _unknown_key(path: str, key: str, known: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key, known, n=1)
+    did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ConfigError(f"unknown key {path}{key!r}{did_you_mean} (known: {', '.join(known)})")
+
+
+def _coerce(path: str, value: Any, typ: Any) -> Any:
+    """Check `value` against the annotation `typ`, converting int→float where YAML reads `1` for `1.0`."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(typ)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(path, value, option)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{path}: expected {typ}, got {value!r}")
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "2e-5" as a string
+            return float(value)
+        except ValueError:
+            pass
+    if typ in (int, float, str, bool) and not (isinstance(value, typ) and
+                                               not (typ is int and isinstance(value, bool))):
+        raise ConfigError(f"{path}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, path: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'recipe'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(path, key, names)
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value or {}, f"{path}{key}.")
+        else:
+            kwargs[key] = _coerce(f"{path}{key}", value, typ)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path or 'recipe'}: {exc}") from exc
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` strings to a nested dict (values parsed as YAML scalars)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key} is not a section")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        node[keys[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a recipe YAML (or start from defaults when `path` is None) and apply overrides."""
+    data: dict = {}
+    if path is not None:
+        text = Path(path).read_text()
+        loaded = yaml.safe_load(text)
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    try:
+        return _build(RecipeConfig, data)
+    except ConfigError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def recipe_to_dict(cfg: RecipeConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_recipe(cfg: RecipeConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Docstrings of a config dataclass's fields (the string literal under each field)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and \
+                isinstance(getattr(nxt, "value", None), ast.Constant):
+            docs[node.target.id] = nxt.value.value  # type: ignore[union-attr]
+    return docs

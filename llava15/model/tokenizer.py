@@ -1,0 +1,146 @@
+"""Tokenizer surgery and LLaMA-style SentencePiece tokenizers.
+
+Contract:
+- `add_image_token(tokenizer) -> int` adds `<image>` as one special, non-normalized token (so the
+  text around it is never merged into it), adds `<pad>` when the tokenizer has no pad token (what the
+  HF LLaVA conversion does: Vicuna ships none), and returns the id of `<image>`. Idempotent.
+- `train_sentencepiece_tokenizer(texts, out_dir, vocab_size) -> Path` trains a SentencePiece BPE model
+  with LLaMA's settings (byte fallback, unk=0 / bos=1 `<s>` / eos=2 `</s>`, split digits, dummy
+  prefix, no normalisation) and writes it as an HF tokenizer folder mirroring Vicuna-v1.5's
+  (`tokenizer.model`, `tokenizer_config.json` with `LlamaTokenizer`, `legacy: false`, right padding,
+  plus the `tokenizer.json` transformers derives from it). `AutoTokenizer.from_pretrained(out_dir)`
+  then behaves like Vicuna's tokenizer: BOS added, `</s>` special, `"</s>USER"` → `</s>`, `USER`.
+- `copy_sentencepiece_model(tokenizer, out_dir)` writes the `tokenizer.model` a tokenizer was loaded
+  from next to the files `save_pretrained` wrote (it writes none itself: hf_llava.md §9.2).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from transformers import AddedToken, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+PAD_TOKEN = "<pad>"
+SP_MODEL_FILE = "tokenizer.model"
+
+
+def add_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Add `<image>` (and `<pad>` when missing) as special tokens; return the `<image>` id."""
+    vocab = tokenizer.get_vocab()
+    if IMAGE_TOKEN not in vocab:
+        tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": AddedToken(PAD_TOKEN, special=True, normalized=False)})
+    image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    # The processor (and vLLM) find the id with encode("<image>")[0] after dropping BOS: it must be
+    # exactly one token, or every image placeholder count is off.
+    ids = tokenizer.encode(IMAGE_TOKEN, add_special_tokens=False)
+    if ids != [image_id]:
+        raise ValueError(f"tokenizer splits {IMAGE_TOKEN!r} into ids {ids}, expected the single id {image_id}")
+    return int(image_id)
+
+
+def _tokenizer_config(model_max_length: int) -> dict:
+    """Vicuna-v1.5's tokenizer_config.json (spec fixtures/vicuna_tokenizer), as written by transformers 4."""
+
+    def special(content: str) -> dict:
+        return {"__type": "AddedToken", "content": content, "lstrip": False, "normalized": False,
+                "rstrip": False, "single_word": False}
+
+    return {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "bos_token": special("<s>"),
+        "clean_up_tokenization_spaces": False,
+        "eos_token": special("</s>"),
+        "legacy": False,
+        "model_max_length": model_max_length,
+        "pad_token": None,
+        "padding_side": "right",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": special("<unk>"),
+    }
+
+
+def train_sentencepiece_tokenizer(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int, model_max_length: int = 2048
+) -> Path:
+    """Train a LLaMA-style SentencePiece BPE tokenizer on `texts` and write an HF tokenizer folder."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [t.replace("\n", " ").strip() for t in texts]
+    lines = [t for t in lines if t]
+    if not lines:
+        raise ValueError("train_sentencepiece_tokenizer: no non-empty text to train on")
+    min_vocab = 3 + 256  # unk/bos/eos + the 256 byte-fallback pieces
+    if vocab_size <= min_vocab:
+        raise ValueError(f"vocab_size {vocab_size} must exceed {min_vocab} (3 specials + 256 byte pieces)")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        prefix = Path(tmp) / "sp"
+        # LLaMA's trainer settings (read from its tokenizer.model's trainer_spec); the corpus is tiny,
+        # so sentence sampling and the character-coverage cut are switched off.
+        spm.SentencePieceTrainer.train(
+            input=str(corpus),
+            model_prefix=str(prefix),
+            model_type="bpe",
+            vocab_size=vocab_size,
+            byte_fallback=True,
+            split_digits=True,
+            add_dummy_prefix=True,
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            normalization_rule_name="identity",
+            character_coverage=1.0,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=-1,
+            unk_surface=" \u2047 ",
+            num_threads=1,
+            minloglevel=2,
+        )
+        shutil.copyfile(prefix.with_suffix(".model"), out_dir / SP_MODEL_FILE)
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(model_max_length), indent=2))
+    # Derive tokenizer.json once so later loads need neither sentencepiece nor the conversion step.
+    tok = AutoTokenizer.from_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def sentencepiece_model_path(tokenizer: PreTrainedTokenizerBase) -> Path | None:
+    """The `tokenizer.model` file the tokenizer was loaded from, if it had one."""
+    candidates = [getattr(tokenizer, "vocab_file", None), tokenizer.init_kwargs.get("vocab_file")]
+    name_or_path = getattr(tokenizer, "name_or_path", None)
+    if name_or_path:
+        candidates.append(str(Path(name_or_path) / SP_MODEL_FILE))
+    for cand in candidates:
+        if cand and Path(cand).is_file() and Path(cand).name.endswith(".model"):
+            return Path(cand)
+    return None
+
+
+def copy_sentencepiece_model(tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> bool:
+    """Copy the tokenizer's SentencePiece `tokenizer.model` into `out_dir`; False when it has none."""
+    src = sentencepiece_model_path(tokenizer)
+    if src is None:
+        log.warning("tokenizer %s has no SentencePiece model file; %s not written (slow/original "
+                    "tokenizers will not load from %s)", tokenizer.name_or_path, SP_MODEL_FILE, out_dir)
+        return False
+    dst = Path(out_dir) / SP_MODEL_FILE
+    if src.resolve() != dst.resolve():
+        shutil.copyfile(src, dst)
+    return True
