@@ -149,11 +149,16 @@ class TrainConfig:
     """Build everything, run two steps, report peak memory and projected time, then stop."""
     compile: bool = False
     """torch.compile the model."""
+    loss_normalization: str = "token"
+    """`token`: mean over every supervised token of the optimizer step, all devices and micro-batches
+    together (the same number whatever the device count or accumulation); `micro_batch`: the original's
+    mean over each micro-batch's tokens, averaged over micro-batches and ranks."""
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, ("projector", "projector+llm", "projector+lora", "all"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check_choice("train.lr_scheduler", self.lr_scheduler, ("cosine", "constant"))
+        _check_choice("train.loss_normalization", self.loss_normalization, ("token", "micro_batch"))
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(
                 f"train.global_batch_size ({self.global_batch_size}) must be a multiple of "

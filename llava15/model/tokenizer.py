@@ -48,7 +48,7 @@ def add_image_token(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(image_id)
 
 
-def _tokenizer_config(model_max_length: int) -> dict:
+def vicuna_tokenizer_config(model_max_length: int) -> dict:
     """Vicuna-v1.5's tokenizer_config.json (spec fixtures/vicuna_tokenizer), as written by transformers 4."""
 
     def special(content: str) -> dict:
@@ -114,7 +114,7 @@ def train_sentencepiece_tokenizer(
             minloglevel=2,
         )
         shutil.copyfile(prefix.with_suffix(".model"), out_dir / SP_MODEL_FILE)
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(model_max_length), indent=2))
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(vicuna_tokenizer_config(model_max_length), indent=2))
     # Derive tokenizer.json once so later loads need neither sentencepiece nor the conversion step.
     tok = AutoTokenizer.from_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -144,3 +144,57 @@ def copy_sentencepiece_model(tokenizer: PreTrainedTokenizerBase, out_dir: str | 
     if src.resolve() != dst.resolve():
         shutil.copyfile(src, dst)
     return True
+
+
+# Chat templates written next to checkpoints, for HF processors and vLLM. They render exactly the
+# original conversation strings (training.md §3) and start with BOS: the tokenizer's
+# apply_chat_template never adds special tokens, and the processor's skips them when the text starts
+# with BOS, so either way the ids begin with exactly one BOS.
+_CONTENT = (
+    "{%- macro content(m, image_sep) -%}"
+    "{%- if m['content'] is string -%}{{- m['content'] -}}"
+    "{%- else -%}"
+    "{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>' + image_sep -}}{%- endfor -%}"
+    "{{- m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') -}}"
+    "{%- endif -%}"
+    "{%- endmacro -%}"
+)
+_TWO_STYLE = (
+    _CONTENT
+    + "{{- bos_token -}}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{{- content(messages[0], '\\n') + ' ' -}}{%- set turns = messages[1:] -%}"
+    "{%- else -%}{{- '__SYSTEM__ ' -}}{%- set turns = messages -%}{%- endif -%}"
+    "{%- for m in turns -%}"
+    "{%- if m['role'] == 'user' -%}{{- 'USER: ' + content(m, '\\n') + ' ' -}}"
+    "{%- else -%}{{- 'ASSISTANT: ' + content(m, '\\n') + eos_token -}}{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
+)
+_PLAIN = (  # stage 1: the user turn is reduced to its image(s), the caption ends with "\n"
+    _CONTENT
+    + "{{- bos_token -}}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}"
+    "{%- if m['content'] is string -%}{{- '<image>' * (m['content'].count('<image>')) -}}"
+    "{%- else -%}{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>' -}}{%- endfor -%}"
+    "{%- endif -%}"
+    "{%- elif m['role'] == 'assistant' -%}{{- content(m, '') + '\\n' -}}{%- endif -%}"
+    "{%- endfor -%}"
+)
+_SYSTEMS = {
+    "vicuna_v1": "A chat between a curious user and an artificial intelligence assistant. The assistant "
+                 "gives helpful, detailed, and polite answers to the user's questions.",
+    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. The assistant "
+                "gives helpful, detailed, and polite answers to the human's questions.",
+}
+
+
+def chat_template_for(template: str) -> str:
+    """Jinja chat template rendering the named llava15 template (vicuna_v1, llava_v1, plain)."""
+    if template in _SYSTEMS:
+        return _TWO_STYLE.replace("__SYSTEM__", _SYSTEMS[template].replace("'", "\\'"))
+    if template == "plain":
+        return _PLAIN
+    known = sorted([*_SYSTEMS, "plain"])
+    raise ValueError(f"no chat_template.jinja known for template {template!r}; known: {known}")

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# GPU benchmark suite (≤ 8 min on one H100): 7B-shaped LLaVA-1.5 training steps (stage 1 and LoRA
+# stage 2: samples/s, MFU), then the inference engineer's decode benchmark when present.
+# Usage: bash benchmarks/gpu_suite.sh [--dry-run]    (--dry-run: tiny shapes on CPU, for the tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}"
+DRY=""
+if [ "${1:-}" = "--dry-run" ]; then DRY="--dry-run"; fi
+
+echo "== training (benchmarks/gpu_train.py $DRY)"
+timeout 420 "$PY" benchmarks/gpu_train.py $DRY
+
+if [ -f benchmarks/gpu_decode.py ]; then
+  if [ -n "$DRY" ]; then
+    echo "== decode: skipped in --dry-run (benchmarks/gpu_decode.py runs on a GPU)"
+  else
+    echo "== decode (benchmarks/gpu_decode.py)"
+    timeout 120 "$PY" benchmarks/gpu_decode.py || echo "gpu_decode.py failed (exit $?)"
+  fi
+fi

@@ -1,0 +1,170 @@
+"""Training speed of a 7B-shaped LLaVA-1.5 on one GPU: stage-1 and LoRA stage-2 steps, samples/s, MFU.
+
+Random weights in the real shapes (CLIP ViT-L/14-336 + Llama-2-7B: 4096 × 32 layers, vocab 32064),
+bf16 frozen weights, fp32 trainable ones (projector, LoRA r 128), bf16 autocast, activation
+checkpointing, the llava15 step (`train.loop.train_step`: packed rows, logits only at supervised
+positions, fused AdamW). Each micro-batch is one packed row of `--micro` samples of 576 image tokens
+plus `--text` text tokens (the trailing half supervised).
+
+MFU counts model FLOPs only (no recomputation): LLM 2·N·T forward + 2·N·T backward through the frozen
+weights (input gradients only; stage 1 and LoRA both), vision tower 2·N_vis·577 per image forward,
+attention 4·T_row·d per layer and token forward (×2 for backward); divided by the card's dense bf16
+peak (`--peak-tflops`, H100 SXM 989).
+
+`--dry-run` runs the same code on CPU with tiny shapes (used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def build(dry: bool, device: torch.device):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    if dry:
+        vision = CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64)
+        text = LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=4, intermediate_size=128, max_position_embeddings=4096)
+    else:
+        vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_hidden_layers=24,
+                                  num_attention_heads=16, intermediate_size=4096, projection_dim=768)
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096,
+                           rms_norm_eps=1e-5)
+    text.use_cache = False
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 64,
+                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    torch.set_default_dtype(dtype)
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(cfg)
+    torch.set_default_dtype(torch.float32)
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+def make_micro_batches(cfg, n_micro: int, per_row: int, n_text: int, device, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+    size = cfg.vision_config.image_size
+    out = []
+    for _ in range(n_micro):
+        ids, labels, pos = [], [], []
+        for _ in range(per_row):
+            text = torch.randint(3, cfg.text_config.vocab_size - 64, (n_text,), generator=gen).tolist()
+            sample = [1] + text[:16] + [cfg.image_token_id] * n_img + text[16:]
+            half = len(sample) - n_text // 2
+            ids += sample
+            labels += [-100] * half + sample[half:]
+            pos += list(range(len(sample)))
+        out.append({"input_ids": torch.tensor([ids], device=device),
+                    "labels": torch.tensor([labels], device=device),
+                    "position_ids": torch.tensor([pos], device=device),
+                    "pixel_values": torch.randn(per_row, 3, size, size, generator=gen).to(device),
+                    "num_samples": per_row})
+    return out
+
+
+def model_flops(model, micro_batches: list[dict]) -> float:
+    cfg = model.config
+    lm = model.model.language_model
+    n_llm = sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n and "embed_tokens" not in n)
+    n_vis = sum(p.numel() for p in model.model.vision_tower.parameters())
+    d, layers = cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers
+    total = 0.0
+    for b in micro_batches:
+        t = b["input_ids"].numel()
+        seg = t / b["num_samples"]
+        total += 4 * n_llm * t + 2 * 4 * seg * d * layers * t  # fwd + input-grad bwd; attention fwd+bwd
+        total += 2 * n_vis * (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 * \
+            b["pixel_values"].shape[0]
+    return total
+
+
+def run_stage(name: str, args, device) -> dict:
+    from llava15.config import TrainConfig
+    from llava15.model.freeze import apply_freeze
+    from llava15.train.distributed import DistInfo
+    from llava15.train.loop import StepContext, train_step
+    from llava15.train.optim import build_optimizer, build_scheduler
+
+    torch.manual_seed(0)
+    model = build(args.dry_run, device)
+    cfg = model.config
+    if name == "stage1":
+        apply_freeze(model, "projector")
+        lr = 1e-3
+    else:
+        from llava15.model.lora import apply_lora
+        model = apply_lora(model, r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05)
+        lr = 2e-4
+    for p in model.parameters():  # trainable weights are fp32 masters
+        if p.requires_grad:
+            p.data = p.data.float()
+    if not args.dry_run:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    tcfg = TrainConfig(lr=lr, projector_lr=2e-5 if name != "stage1" else None, warmup_ratio=0.0)
+    opt = build_optimizer(model, tcfg)
+    sched = build_scheduler(opt, 1000, tcfg)
+    n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
+    ctx = StepContext(dist=DistInfo(0, 1, 0, device), image_token_id=cfg.image_token_id, num_image_tokens=n_img,
+                      image_size=cfg.vision_config.image_size, text_needs_grad=name != "stage1",
+                      autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    times = []
+    micro = make_micro_batches(cfg, args.accum, args.micro, args.text, device, seed=1)
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        res = train_step(model, opt, sched, micro, ctx)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    step_s = sorted(times)[len(times) // 2]
+    samples = args.micro * args.accum
+    flops = model_flops(model.get_base_model() if hasattr(model, "get_base_model") else model, micro)
+    mem = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0
+    result = {"stage": name, "samples_per_s": samples / step_s, "tokens_per_s": res.tokens / step_s,
+              "step_s": step_s, "tflops": flops / step_s / 1e12, "mfu": flops / step_s / (args.peak_tflops * 1e12),
+              "loss": res.loss, "mem_gib": mem}
+    del model, opt
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="tiny shapes on CPU (checks the code path)")
+    p.add_argument("--steps", type=int, default=3, help="measured steps per stage")
+    p.add_argument("--warmup", type=int, default=1, help="warm-up steps per stage")
+    p.add_argument("--micro", type=int, default=4, help="samples packed per micro-batch row")
+    p.add_argument("--accum", type=int, default=2, help="micro-batches per optimizer step")
+    p.add_argument("--text", type=int, default=256, help="text tokens per sample (besides 576 image tokens)")
+    p.add_argument("--lora-r", type=int, default=128, help="LoRA rank (alpha = 2r)")
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card")
+    args = p.parse_args()
+    device = torch.device("cpu") if args.dry_run or not torch.cuda.is_available() else torch.device("cuda")
+    if args.dry_run:
+        args.steps, args.warmup, args.micro, args.accum, args.text = 1, 0, 2, 2, 24
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)"
+    print(f"device: {card}; micro {args.micro} samples/row × {args.accum} accumulation, "
+          f"{args.text} text tokens + image per sample")
+    rows = [run_stage(name, args, device) for name in ("stage1", "stage2_lora")]
+    print(f"{'stage':<12} {'samples/s':>10} {'tokens/s':>10} {'step s':>8} {'TFLOP/s':>8} {'MFU':>7} "
+          f"{'mem GiB':>8} {'loss':>8}")
+    for r in rows:
+        print(f"{r['stage']:<12} {r['samples_per_s']:10.2f} {r['tokens_per_s']:10.0f} {r['step_s']:8.3f} "
+              f"{r['tflops']:8.1f} {100 * r['mfu']:6.1f}% {r['mem_gib']:8.1f} {r['loss']:8.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Training throughput: the peer (plain transformers) vs llava15, same model, same samples, same run.
+
+Workload of `../shared/spec/cpu_baseline.md`: the bench-small LLaVA (49.3 M params, fp32), batches of 8
+samples (log-normal text lengths, 1 in 10 text-only, 576 image tokens after a 36-token prefix, the
+trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
+
+- peer: right-padded batch with attention_mask, `model(..., labels=...)` (full-vocabulary logits, HF
+  loss), `loss.backward()`, `AdamW.step()`, `zero_grad()`.
+- llava15: `llava15.train.loop.train_step` on the same 8 samples: packed (no padding, no mask, one
+  sample per micro-batch, accumulated into one optimizer step), logits only at supervised positions,
+  fused AdamW, text-only micro-batches run without autograd when nothing they touch trains (stage 1).
+
+Each (workload, stage) runs in its own subprocess so peak RSS is its own. Run:
+`python benchmarks/train_throughput.py [--steps 5] [--threads 2]`. Ends with three lines:
+`stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BATCH = 8
+N_IMAGE_TOKENS = 576
+PREFIX = 36
+
+
+def make_samples(step: int, image_token_id: int, seed: int = 0) -> list[dict]:
+    """The 8 samples of batch `step` (deterministic): ids, labels, an image flag."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed * 1000 + step)
+    samples = []
+    for _ in range(BATCH):
+        n_text = int(np.clip(round(rng.lognormal(np.log(130), 0.65)), 40, 600))
+        text = rng.integers(3, 31000, n_text).tolist()
+        has_image = rng.random() >= 0.1
+        n_sup = int(round(n_text * rng.uniform(0.3, 0.7)))
+        text_labels = [-100] * (n_text - n_sup) + text[n_text - n_sup:]
+        if has_image:
+            ids = [1] + text[:PREFIX] + [image_token_id] * N_IMAGE_TOKENS + text[PREFIX:]
+            labels = [-100] + text_labels[:PREFIX] + [-100] * N_IMAGE_TOKENS + text_labels[PREFIX:]
+        else:
+            ids, labels = [1] + text, [-100] + text_labels
+        samples.append({"ids": ids, "labels": labels, "image": has_image,
+                        "pixels_seed": seed * 1000 + step * BATCH + len(samples)})
+    return samples
+
+
+def _pixels(sample: dict):
+    import torch
+
+    return torch.randn(1, 3, 336, 336, generator=torch.Generator().manual_seed(sample["pixels_seed"]))
+
+
+def peer_batch(samples: list[dict]) -> dict:
+    import torch
+
+    width = max(len(s["ids"]) for s in samples)
+    ids = torch.zeros(len(samples), width, dtype=torch.long)
+    labels = torch.full((len(samples), width), -100)
+    mask = torch.zeros(len(samples), width, dtype=torch.long)
+    for r, s in enumerate(samples):
+        n = len(s["ids"])
+        ids[r, :n], labels[r, :n], mask[r, :n] = torch.tensor(s["ids"]), torch.tensor(s["labels"]), 1
+    pix = [_pixels(s) for s in samples if s["image"]]
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+            "pixel_values": torch.cat(pix) if pix else None}
+
+
+def ours_micro_batches(samples: list[dict]) -> list[dict]:
+    """One packed micro-batch per sample: no padding, no mask (positions restart at 0)."""
+    import torch
+
+    out = []
+    for s in samples:
+        n = len(s["ids"])
+        out.append({"input_ids": torch.tensor([s["ids"]]), "labels": torch.tensor([s["labels"]]),
+                    "position_ids": torch.arange(n)[None], "pixel_values": _pixels(s) if s["image"] else None,
+                    "num_samples": 1})
+    return out
+
+
+def set_stage(model, stage: int) -> None:
+    model.requires_grad_(False)
+    model.model.multi_modal_projector.requires_grad_(True)
+    if stage == 2:
+        model.model.language_model.requires_grad_(True)
+        model.lm_head.requires_grad_(True)
+
+
+def worker(args: argparse.Namespace) -> None:
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    torch.set_num_threads(args.threads)
+    model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
+    model.train()
+    set_stage(model, args.stage)
+    image_token_id = model.config.image_token_id
+    times, losses, real_tokens = [], [], []
+    if args.worker == "peer":
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+        def step(samples):
+            batch = peer_batch(samples)
+            out = model(**batch)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad()
+            return float(out.loss)
+    else:
+        from llava15.config import TrainConfig
+        from llava15.train.distributed import DistInfo
+        from llava15.train.loop import StepContext, train_step
+        from llava15.train.optim import build_optimizer, build_scheduler
+
+        cfg = TrainConfig(lr=1e-5, lr_scheduler="constant", warmup_ratio=0.0)
+        opt = build_optimizer(model, cfg)
+        sched = build_scheduler(opt, 100, cfg)
+        ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
+                          text_needs_grad=args.stage == 2,
+                          num_image_tokens=N_IMAGE_TOKENS, image_size=336)
+
+        def step(samples):
+            return train_step(model, opt, sched, ours_micro_batches(samples), ctx).loss
+    for i in range(args.steps + 1):
+        samples = make_samples(i, image_token_id)
+        t0 = time.perf_counter()
+        losses.append(step(samples))
+        times.append(time.perf_counter() - t0)
+        real_tokens.append(sum(len(s["ids"]) for s in samples))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"times": times, "losses": losses, "real_tokens": real_tokens, "peak_rss_mib": rss}))
+
+
+def run_worker(model_dir: Path, workload: str, stage: int, steps: int, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
+           "--steps", str(steps), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{workload} stage {stage} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    measured = result["times"][1:]
+    result["median_s"] = statistics.median(measured)
+    result["samples_per_s"] = BATCH / result["median_s"]
+    result["tokens_per_s"] = statistics.median(
+        t / s for t, s in zip(result["real_tokens"][1:], measured))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5, help="measured steps (after 1 warm-up)")
+    parser.add_argument("--threads", type=int, default=2, help="torch/OMP threads")
+    parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
+    parser.add_argument("--stage", type=int, choices=[1, 2], help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+
+    from llava15.testing import make_bench_small_llava
+
+    with tempfile.TemporaryDirectory(prefix="llava15-bench-") as tmp:
+        model_dir = make_bench_small_llava(Path(tmp) / "bench-small")
+        results = {}
+        for stage in (2, 1):
+            for workload in ("peer", "ours"):
+                r = run_worker(model_dir, workload, stage, args.steps, args.threads)
+                results[(workload, stage)] = r
+                print(f"[stage{stage}] {workload:5s} steps: " + " ".join(f"{t:.2f}" for t in r["times"]) +
+                      " | losses " + " ".join(f"{x:.5f}" for x in r["losses"][:3]), flush=True)
+    print(f"\n{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
+          f"{'peak RSS MiB':>13s}")
+    for stage in (1, 2):
+        for workload in ("peer", "ours"):
+            r = results[(workload, stage)]
+            name = "peer" if workload == "peer" else "llava15"
+            print(f"{stage:<6d} {name:9s} {r['samples_per_s']:10.3f} {r['tokens_per_s']:11.0f} "
+                  f"{r['median_s']:14.2f} {r['peak_rss_mib']:13.0f}")
+        first = abs(results[("ours", stage)]["losses"][0] - results[("peer", stage)]["losses"][0])
+        print(f"stage {stage}: first-step loss |llava15 - peer| = {first:.2e}")
+    s1 = results[("ours", 1)]["samples_per_s"] / results[("peer", 1)]["samples_per_s"]
+    s2 = results[("ours", 2)]["samples_per_s"] / results[("peer", 2)]["samples_per_s"]
+    rss = results[("ours", 2)]["peak_rss_mib"] / results[("peer", 2)]["peak_rss_mib"]
+    print(f"stage1 speedup: {s1:.2f}x")
+    print(f"stage2 speedup: {s2:.2f}x")
+    print(f"peak RSS ratio: {rss:.2f}")
+
+
+if __name__ == "__main__":
+    main()

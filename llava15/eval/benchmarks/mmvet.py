@@ -1,0 +1,66 @@
+"""MM-Vet: 218 open questions graded 0-1 by a GPT judge against the ground truth.
+
+Layout: ``mm-vet/llava-mm-vet.jsonl``, images ``mm-vet/images/``, ground truth ``mm-vet/mm-vet.json``
+(``question``, ``answer`` with ``<AND>``/``<OR>``, ``capability``). Prompt: the question as is, 1024 new
+tokens. ``convert_mmvet_for_eval.py``'s ``{"v1_<id>": answer}`` file is always written (for the online
+evaluator); with a judge each answer is graded (:func:`llava15.eval.judge.mmvet_grade`), the grade file is
+written in the evaluator's format, and the total = 100·mean score (mean over runs). Official grade files
+(``{id: {"score": [per run]}}``) can be scored directly. Without a judge: skipped, never 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llava15.eval.benchmarks.base import Benchmark, loader_questions, require, result, write_json
+from llava15.eval.judge import mmvet_grade
+from llava15.eval.metrics import mmvet_scores
+
+
+class MMVet(Benchmark):
+    name = "mmvet"
+    title = "MM-Vet"
+    folder = "mm-vet"
+    max_new_tokens = 1024
+    judged = True
+
+    def load(self, data_root):
+        root = self.root(data_root)
+        return loader_questions(root / "llava-mm-vet.jsonl", root / "images", self.max_new_tokens)
+
+    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+        if answers and "score" in answers[0] and "text" not in answers[0]:  # an official grade file
+            m = mmvet_scores({str(a["question_id"]): a["score"] for a in answers})
+            return result(self.name, "scored", m["total"], m, judge={"source": "grade file"})
+        results = {f"v1_{a['question_id']}": a["text"] for a in answers}
+        files = {}
+        if out_dir is not None:
+            files["submission"] = str(write_json(Path(out_dir) / "mmvet_results.json", results, indent=2))
+        if judge is None:
+            notes = [
+                "needs a judge (--judge-url, --judge-model); the results file suits the online evaluator"
+            ]
+            return result(self.name, "skipped", None, {}, files=files, notes=notes)
+        gt_path = require(self.root(data_root) / "mm-vet.json", "MM-Vet ground truth")
+        data = json.loads(gt_path.read_text(encoding="utf-8"))
+        missing = [k for k in data if k not in results]
+        if missing:
+            raise ValueError(f"MM-Vet: {len(missing)} samples unanswered (first: {missing[:5]})")
+        n_runs = int(getattr(judge, "runs", 1))
+        grades: dict[str, dict[str, list[Any]]] = {}
+        for sid, item in data.items():
+            g = grades.setdefault(sid, {"model": [], "content": [], "score": []})
+            for run in range(n_runs):
+                score, reply = mmvet_grade(judge, item["question"], item["answer"], results[sid], run)
+                g["model"].append(judge.model)
+                g["content"].append(reply)
+                g["score"].append(score)
+        m = mmvet_scores({k: v["score"] for k, v in grades.items()},
+                         {k: v.get("capability", []) for k, v in data.items()})  # fmt: skip
+        if out_dir is not None:
+            files["grades"] = str(
+                write_json(Path(out_dir) / f"mmvet_grade-{n_runs}runs.json", grades, indent=4)
+            )
+        return result(self.name, "scored", m["total"], m, files=files, judge=judge.info(self.name))

@@ -1,0 +1,289 @@
+"""The generation engine: the only path from conversations + images to text (chat, server, eval).
+
+Contract:
+- `Engine(bundle, template=None)`; `engine.generate(conversations, images=None, **decoding) -> list[str]`
+  and `engine.stream(...) -> Iterator[Event]` (text deltas per row, then one finished event per row).
+  A conversation is a `Conversation`, a list of `Message`s or `{"role", "content"}` dicts, or a string
+  (one user turn). Trailing assistant turns are dropped (eval records carry their answers). `images`
+  gives, per conversation, the images for its `<image>` markers in order (PIL images of any size and
+  mode, or paths); without it a `Conversation`'s own `images` are used (relative to `image_root`).
+  Decoding keywords: see `DecodingParams.from_kwargs` (max_new_tokens/max_tokens, temperature, top_p,
+  stop, response_format, seed, ignore_eos).
+- Prompt ids come from `encode_prompt` with the checkpoint's own template (the original
+  `tokenizer_image_token` ids); each image id is expanded to `num_image_tokens` ids at the model input
+  (`prompt_ids`). Rows are left padded; the KV cache is a preallocated `StaticCache` and the attention
+  mask is built once as a 4-D tensor and updated in place, so no step allocates per-token buffers or
+  rebuilds masks. Prefill computes only the last position's logits. Each row keeps its own decoding
+  settings, stop strings/ids, seeded generator and JSON constraint, so batched greedy output equals
+  batch-of-one output.
+- `load_generation_bundle(path_or_id, **kw)` -> `GenerationBundle` (a `LlavaBundle` with `.generate`
+  and `.stream` bound to one lazily built `Engine`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import StaticCache
+
+from llava15.data.conversation import IMAGE_TOKEN, Conversation, Message
+from llava15.data.images import load_image, preprocess_image
+from llava15.data.templates import get_template
+from llava15.data.tokenization import encode_prompt, stop_token_ids
+from llava15.infer.decoding import DecodingParams, TextStream, make_generator, select_tokens
+from llava15.infer.json_constraint import JsonConstraint, TokenTable
+from llava15.model.load import LlavaBundle, load_bundle
+
+ConversationLike = Conversation | Sequence[Message | dict] | str
+
+
+class GenerationError(ValueError):
+    """An input the engine cannot run (names the conversation index and what disagrees)."""
+
+
+@dataclass
+class Prepared:
+    """One row ready for the model: expanded prompt ids and its images' pixels."""
+
+    ids: list[int]
+    pixel_values: torch.Tensor | None  # [n_images, 3, S, S]
+
+
+@dataclass
+class Event:
+    row: int
+    delta: str = ""
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" once finished
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+    text: str | None = None  # the whole reply, on the finished event
+    token_ids: list[int] | None = None  # the generated ids (stop id included), on the finished event
+
+
+def to_messages(conv: ConversationLike) -> list[Message]:
+    if isinstance(conv, str):
+        return [Message("user", conv)]
+    if isinstance(conv, Conversation):
+        messages = list(conv.messages)
+    else:
+        messages = [m if isinstance(m, Message) else Message(m["role"], m["content"]) for m in conv]
+    while messages and messages[-1].role == "assistant":
+        messages.pop()
+    return messages
+
+
+class Engine:
+    def __init__(self, bundle: LlavaBundle, template: str | None = None) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.tokenizer = bundle.tokenizer
+        self.template = get_template(template or bundle.template, tokenizer=self.tokenizer)
+        self.stop_ids = set(stop_token_ids(self.tokenizer, self.template))
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._token_table: TokenTable | None = None
+        if self.model is not None:
+            param = next(self.model.parameters())
+            self.device, self.dtype = param.device, param.dtype
+            impl = getattr(self.model.config.get_text_config(), "_attn_implementation", "sdpa")
+            self._bool_mask = impl != "eager"
+            # transformers renamed `past_key_values` to `cache` (5.24); pass whichever this version takes
+            names = inspect.signature(self.model.forward).parameters
+            self._cache_kw = "cache" if "cache" in names else "past_key_values"
+
+    # ------------------------------------------------------------------------------ preparing
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        """Model-input ids: the original inference ids with each image id expanded."""
+        ids = encode_prompt(messages, self.tokenizer, self.template, self.bundle.image_token_id)
+        out: list[int] = []
+        n = self.bundle.num_image_tokens
+        for i in ids:
+            out.extend([i] * n if i == self.bundle.image_token_id else [i])
+        return out
+
+    def prepare(self, conv: ConversationLike, images: Sequence[Any] | None = None, index: int = 0,
+                image_root: str | Path | None = None) -> Prepared:
+        messages = to_messages(conv)
+        if not messages or messages[-1].role != "user":
+            raise GenerationError(f"conversation {index}: the last message must be from the user "
+                                  f"(got {[m.role for m in messages]})")
+        if images is None:
+            images = conv.images if isinstance(conv, Conversation) else []
+        markers = sum(m.content.count(IMAGE_TOKEN) for m in messages)
+        if markers != len(images):
+            raise GenerationError(f"conversation {index}: {markers} {IMAGE_TOKEN} marker(s) but "
+                                  f"{len(images)} image(s)")
+        pixels = None
+        if images:
+            s = self.bundle.image
+            tensors = []
+            for img in images:
+                if isinstance(img, str | Path) and image_root is not None:
+                    img = Path(image_root) / img
+                pil = load_image(img)
+                tensors.append(preprocess_image(pil, mode=s.aspect_ratio, size=s.size, mean=s.mean, std=s.std))
+            pixels = torch.stack(tensors)
+        return Prepared(self.prompt_ids(messages), pixels)
+
+    def _prepare_all(self, conversations, images, image_root) -> list[Prepared]:
+        if isinstance(conversations, str | Conversation):
+            raise GenerationError("conversations must be a list (one entry per conversation)")
+        if images is not None and len(images) != len(conversations):
+            raise GenerationError(f"{len(conversations)} conversations but {len(images)} image lists")
+        return [self.prepare(c, None if images is None else images[i], i, image_root)
+                for i, c in enumerate(conversations)]
+
+    # ------------------------------------------------------------------------------ public API
+    def generate(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
+                 image_root: str | Path | None = None, batch_size: int = 16, **decoding: Any) -> list[str]:
+        params = DecodingParams.from_kwargs(**decoding)
+        prepared = self._prepare_all(conversations, images, image_root)
+        texts: list[str] = [""] * len(prepared)
+        # Similar lengths together wastes less padding; results go back to the input order.
+        order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].ids))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            for events in self.run([prepared[i] for i in chunk], [params] * len(chunk)):
+                for ev in events:
+                    if ev.finished:
+                        texts[chunk[ev.row]] = ev.text or ""
+        return texts
+
+    def stream(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
+               image_root: str | Path | None = None, **decoding: Any) -> Iterator[Event]:
+        params = DecodingParams.from_kwargs(**decoding)
+        prepared = self._prepare_all(conversations, images, image_root)
+        for events in self.run(prepared, [params] * len(prepared)):
+            yield from events
+
+    def token_table(self) -> TokenTable:
+        if self._token_table is None:
+            self._token_table = TokenTable(self.tokenizer)
+        return self._token_table
+
+    # ------------------------------------------------------------------------------ the loop
+    def _mask(self, allowed: torch.Tensor) -> torch.Tensor:
+        if self._bool_mask:
+            return allowed
+        return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
+            ~allowed, torch.finfo(self.dtype).min)
+
+    @torch.inference_mode()
+    def run(self, rows: list[Prepared], params: list[DecodingParams]) -> Iterator[list[Event]]:
+        """Generate for one batch; yields, after each step, the events of that step."""
+        b = len(rows)
+        lengths = [len(r.ids) for r in rows]
+        width = max(lengths)
+        total = width + max(p.max_new_tokens for p in params)
+        dev = self.device
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((b, total), dtype=torch.bool)
+        for i, r in enumerate(rows):
+            ids[i, width - lengths[i]:] = torch.tensor(r.ids)
+            valid[i, width - lengths[i]:width] = True
+        positions = (valid[:, :width].long().cumsum(-1) - 1).clamp(min=0)
+        ids, valid, positions = ids.to(dev), valid.to(dev), positions.to(dev)
+        # Prefill mask [B,1,W,T]: causal over real tokens; every position sees itself, so padded
+        # query rows stay finite (a fully masked row would give NaN keys/values to later layers).
+        cols = torch.arange(total, device=dev)
+        q = torch.arange(width, device=dev)
+        prefill = (cols[None, :] <= q[:, None])[None] & valid[:, None, :]
+        prefill[:, q, q] = True
+        pixels = [r.pixel_values for r in rows if r.pixel_values is not None]
+        pixel_values = torch.cat(pixels).to(dev, self.dtype) if pixels else None
+        cache = StaticCache(config=self.model.config, max_cache_len=total)
+        out = self.model(input_ids=ids, pixel_values=pixel_values, attention_mask=self._mask(prefill[:, None]),
+                         position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+        logits = out.logits[:, -1, :]
+        next_pos = positions[:, -1:] + 1
+
+        gens = [make_generator(p.seed, dev) for p in params]
+        streams = [TextStream(self.tokenizer, (*self.template.stop_strings, *p.stop)) for p in params]
+        constraints = [JsonConstraint(self.token_table(), p.max_new_tokens) if p.json else None for p in params]
+        done = [False] * b
+        counts = [0] * b
+        generated: list[list[int]] = [[] for _ in range(b)]
+        for step in range(total - width):
+            chosen = select_tokens(logits, params, gens)
+            events = []
+            for i in range(b):
+                if done[i]:
+                    chosen[i] = self.pad_id
+                    continue
+                ev = self._advance(i, chosen, logits, params[i], gens[i], streams[i], constraints[i], counts)
+                generated[i].append(chosen[i])
+                ev.prompt_tokens = lengths[i]
+                if ev.finished:
+                    ev.token_ids = generated[i]
+                done[i] = ev.finished
+                events.append(ev)
+            yield events
+            if all(done):
+                return
+            col = width + step
+            valid[:, col] = True
+            token = torch.tensor(chosen, dtype=torch.long, device=dev)[:, None]
+            out = self.model(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
+                             position_ids=next_pos, use_cache=True, **{self._cache_kw: cache})
+            logits = out.logits[:, -1, :]
+            next_pos += 1
+
+    def _advance(self, i: int, chosen: list[int], logits: torch.Tensor, p: DecodingParams,
+                 gen: torch.Generator | None, stream: TextStream, constraint: JsonConstraint | None,
+                 counts: list[int]) -> Event:
+        """Apply row i's chosen token: stop ids, stop strings, JSON constraint, length limit."""
+        counts[i] += 1
+        if constraint is not None:
+            chosen[i] = constraint.choose(logits[i], p.temperature, p.top_p, gen)
+            if constraint.done:
+                return Event(i, constraint.text[stream.emitted:].rstrip(), True, "stop", counts[i],
+                             text=constraint.text.strip())
+            stream.text, delta = constraint.text, ""
+            safe = constraint.text.rstrip()
+            if len(safe) > stream.emitted:
+                delta, stream.emitted = safe[stream.emitted:], len(safe)
+            return Event(i, delta, completion_tokens=counts[i])
+        token = chosen[i]
+        if token in self.stop_ids and not p.ignore_eos:
+            return Event(i, stream.finish(), True, "stop", counts[i], text=stream.final_text)
+        delta, stopped = stream.push(token)
+        if stopped:
+            return Event(i, delta, True, "stop", counts[i], text=stream.final_text)
+        if counts[i] >= p.max_new_tokens:
+            return Event(i, delta + stream.finish(), True, "length", counts[i], text=stream.final_text)
+        return Event(i, delta, completion_tokens=counts[i])
+
+
+class GenerationBundle(LlavaBundle):
+    """A `LlavaBundle` that can generate: `bundle.generate(conversations, images, **decoding)`."""
+
+    _engine: Engine | None = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(self)
+        return self._engine
+
+    def generate(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
+                 **decoding: Any) -> list[str]:
+        return self.engine.generate(conversations, images, **decoding)
+
+    def stream(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
+               **decoding: Any) -> Iterator[Event]:
+        return self.engine.stream(conversations, images, **decoding)
+
+
+def load_generation_bundle(path_or_id: str | Path, **kw: Any) -> GenerationBundle:
+    """`load_bundle` (kw: dtype, device) returning a bundle with `.generate`; the device defaults to
+    CUDA when available."""
+    if kw.get("device") is None:
+        kw["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    b = load_bundle(path_or_id, **kw)
+    return GenerationBundle(model=b.model, tokenizer=b.tokenizer, template=b.template, image=b.image,
+                            image_token_id=b.image_token_id, num_image_tokens=b.num_image_tokens, meta=b.meta)

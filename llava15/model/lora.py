@@ -1,0 +1,114 @@
+"""LoRA on the language model (peft), the paper's variant: r 128, alpha 256, dropout 0.05.
+
+Contract:
+- `apply_lora(model, r=128, alpha=256, dropout=0.05) -> PeftModel`: adapters on every `nn.Linear` of
+  the LLM (`q,k,v,o,gate,up,down_proj` for Llama), never `lm_head`, the vision tower or the projector
+  (training.md §0.14, §7.1); the projector stays fully trainable (freeze spec `projector+lora`).
+- `save_lora(model, out_dir, base, template, image, recipe=None)`: the peft adapter
+  (`adapter_config.json`, `adapter_model.safetensors`), every trainable non-LoRA parameter (the
+  projector) in `non_lora_trainables.safetensors` under the LLaVA model's own names, and
+  `llava15.json` naming the base checkpoint, template and image settings.
+- `load_lora(adapter_dir, dtype=None) -> (PeftModel, LlavaBundle)`: base + adapter + non-LoRA weights,
+  unmerged. `merge_lora(adapter_dir, dst) -> Path`: the merged model saved as a full llava15
+  checkpoint (`save_checkpoint`).
+peft is imported lazily: `import llava15.model` works without the `train` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from llava15.model.freeze import apply_freeze
+from llava15.model.load import META_FILE, ImageSettings, LlavaBundle, load_bundle, save_checkpoint
+
+NON_LORA_FILE = "non_lora_trainables.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+def lora_target_regex(model: nn.Module) -> str:
+    """peft `target_modules` regex: every Linear inside the language model, by leaf name."""
+    leaves = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                     if isinstance(m, nn.Linear) and name.startswith("model.language_model.")})
+    if not leaves:
+        raise ValueError("no nn.Linear found under model.language_model: is this a LlavaForConditionalGeneration?")
+    return rf"model\.language_model\..*\.({'|'.join(map(re.escape, leaves))})"
+
+
+def apply_lora(model: nn.Module, r: int = 128, alpha: int = 256, dropout: float = 0.05) -> Any:
+    """Wrap `model` with LoRA adapters on the LLM's Linears; projector trainable, all else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+                        target_modules=lora_target_regex(model), task_type=None)
+    peft_model = get_peft_model(model, config)
+    apply_freeze(peft_model, "projector+lora")
+    return peft_model
+
+
+def save_lora(model: Any, out_dir: str | Path, base: str | Path, template: str, image: ImageSettings,
+              recipe: dict | None = None) -> Path:
+    """Save adapter + non-LoRA trainables + the base reference (see module docstring)."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for cfg in model.peft_config.values():
+        cfg.base_model_name_or_path = str(base)
+    model.save_pretrained(out)
+    extra = {n[len(_PEFT_PREFIX):] if n.startswith(_PEFT_PREFIX) else n: p.detach().cpu().contiguous().clone()
+             for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    save_file(extra, str(out / NON_LORA_FILE), metadata={"format": "pt"})
+    meta = {"format": "llava15-lora", "base": str(base), "template": template,
+            "image": {**asdict(image), "mean": list(image.mean), "std": list(image.std)}, "recipe": recipe}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out
+
+
+def load_lora(adapter_dir: str | Path, dtype: torch.dtype | str | None = None) -> tuple[Any, LlavaBundle]:
+    """Base checkpoint + adapter + non-LoRA trainables, unmerged; the bundle holds the base model."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    adapter_dir = Path(adapter_dir)
+    meta_file = adapter_dir / META_FILE
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{adapter_dir}: no {META_FILE}; not a llava15 LoRA adapter folder")
+    meta = json.loads(meta_file.read_text())
+    bundle = load_bundle(meta["base"], dtype=dtype)
+    extra = load_file(str(adapter_dir / NON_LORA_FILE))
+    own = dict(bundle.model.named_parameters())
+    unknown = sorted(set(extra) - set(own))
+    if unknown:
+        raise ValueError(f"{adapter_dir / NON_LORA_FILE}: parameters not in the base model: {unknown[:5]}")
+    with torch.no_grad():
+        for name, t in extra.items():
+            if own[name].shape != t.shape:
+                raise ValueError(f"{adapter_dir / NON_LORA_FILE}: {name} has shape {tuple(t.shape)}, base model "
+                                 f"{tuple(own[name].shape)}")
+            own[name].copy_(t)
+    model = PeftModel.from_pretrained(bundle.model, adapter_dir)
+    model.eval()
+    bundle.template = meta.get("template", bundle.template)
+    if meta.get("image"):
+        im = meta["image"]
+        bundle.image = ImageSettings(size=im["size"], mean=tuple(im["mean"]), std=tuple(im["std"]),
+                                     aspect_ratio=im["aspect_ratio"])
+    bundle.meta = {**bundle.meta, "lora": meta}
+    return model, bundle
+
+
+def merge_lora(adapter_dir: str | Path, dst: str | Path, dtype: torch.dtype | str | None = None) -> Path:
+    """Merge a llava15 LoRA adapter into its base and save a full checkpoint at `dst`."""
+    model, bundle = load_lora(adapter_dir, dtype=dtype)
+    merged = model.merge_and_unload()
+    recipe = bundle.meta["lora"].get("recipe")
+    extra = {"merged_from": {"adapter": str(adapter_dir), "base": bundle.meta["lora"]["base"]}}
+    return save_checkpoint(merged, bundle.tokenizer, dst, bundle.template, bundle.image, recipe=recipe,
+                           extra_meta=extra)

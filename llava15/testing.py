@@ -1,0 +1,187 @@
+"""Tiny random models in the real on-disk formats, for tests, benchmarks and the demo.
+
+Contract (everything deterministic, seeded; nothing touches the network):
+- `make_tiny_tokenizer(dir, vocab_size=384)`: a LLaMA-style SentencePiece tokenizer (Vicuna's config)
+  trained on a built-in English corpus that covers the chat templates' words.
+- `make_tiny_clip(dir)`: a full two-tower `CLIPModel` like `openai/clip-vit-large-patch14-336`
+  (vision: 56 px, patch 14 → 16 patches + CLS, hidden 32, 2 layers), plus its preprocessor config.
+- `make_tiny_llama(dir, tokenizer_dir=None)`: a `LlamaForCausalLM` (hidden 64, 2 layers, GQA 4/2 heads)
+  with that tokenizer and a generation config, like `lmsys/vicuna-7b-v1.5`.
+- `make_tiny_llava(dir, layout="hf"|"original", template="vicuna_v1", projector="mlp2x_gelu") -> Path`:
+  assembled through `build_llava` + `save_checkpoint`; the original layout is produced from it by
+  `convert.to_original` (vision weights left out, tower referenced by `mm_vision_tower` = the
+  `vision_tower/` subfolder, legacy `pytorch_model.bin`), exactly as released LLaVA-1.5 checkpoints.
+- `make_bench_small_llava(dir, tokenizer_dir=None) -> Path`: the "bench-small" shape of
+  `spec/cpu_baseline.md` (CLIP 336/14 hidden 256 ×4, Llama hidden 512 ×4, vocab 32064, image token
+  32000). The tokenizer is `tokenizer_dir` (e.g. the spec's Vicuna tokenizer fixture, 32000 pieces);
+  without it the tiny tokenizer is used with the same 32064-row matrices (`<image>` is then id 384).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_SEED = 0
+BENCH_SEED = 1234
+BENCH_VOCAB = 32064
+
+_SENTENCES = """\
+A chat between a curious user and an artificial intelligence assistant.
+The assistant gives helpful, detailed, and polite answers to the user's questions.
+A chat between a curious human and an artificial intelligence assistant.
+The assistant gives helpful, detailed, and polite answers to the human's questions.
+USER: What is in the image? ASSISTANT: A red circle on a white background.
+USER: What color is the square? ASSISTANT: The square is blue.
+USER: How many shapes are there? ASSISTANT: There are 3 shapes: two circles and one triangle.
+USER: Is the triangle above the circle? ASSISTANT: Yes, the triangle is above the circle.
+USER: Describe the picture in detail. ASSISTANT: The picture shows a small green square in the top left corner.
+USER: Answer the question using a single word or phrase. ASSISTANT: Yes
+Answer with the option's letter from the given choices directly.
+A. red B. green C. blue D. yellow
+Render a clear and concise summary of the photo.
+a wooden pier stretches into a calm lake with mountains in the background
+a large yellow triangle to the right of a small purple circle
+two blue squares and one orange circle on a gray background
+the quick brown fox jumps over the lazy dog near the river bank
+there is a cat sitting on the mat and a dog sleeping under the table
+The weather is sunny today, with a light wind from the west and 21 degrees.
+She counted 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 apples in the basket.
+What is the capital of France? The capital of France is Paris.
+Please explain why the sky is blue in simple words.
+The image contains several objects: a red ball, a green box and a black pen.
+Where is the circle? The circle is in the middle of the image, below the square.
+What shape is left of the star? A hexagon is left of the star.
+Colors: red, green, blue, yellow, orange, purple, pink, brown, black, white, gray.
+Shapes: circle, square, triangle, rectangle, star, hexagon, diamond, ellipse.
+Positions: left, right, above, below, top, bottom, center, corner, middle, next to.
+Numbers: zero, one, two, three, four, five, six, seven, eight, nine, ten.
+"""
+
+
+def tiny_corpus() -> list[str]:
+    """The built-in English corpus (template strings, shapes/colours vocabulary, numbers)."""
+    return [line for line in _SENTENCES.splitlines() if line.strip()]
+
+
+def make_tiny_tokenizer(dir: str | Path, vocab_size: int = 384) -> Path:
+    """Train the tiny SentencePiece tokenizer into `dir` (tokenizer.model + HF files)."""
+    from llava15.model.tokenizer import train_sentencepiece_tokenizer
+
+    return train_sentencepiece_tokenizer(tiny_corpus() * 4, dir, vocab_size)
+
+
+def _clip_vision_kwargs(image_size: int = 56, hidden: int = 32, layers: int = 2, heads: int = 2) -> dict:
+    return dict(image_size=image_size, patch_size=14, hidden_size=hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, intermediate_size=hidden * 2 if hidden < 256 else hidden * 4,
+                projection_dim=hidden, hidden_act="quick_gelu")
+
+
+def _write_clip_preprocessor(dir: Path, size: int) -> None:
+    from llava15.model.load import CLIP_MEAN, CLIP_STD
+
+    pp = {"crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_convert_rgb": True,
+          "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": list(CLIP_MEAN),
+          "image_processor_type": "CLIPImageProcessor", "image_std": list(CLIP_STD), "resample": 3,
+          "rescale_factor": 1 / 255, "size": {"shortest_edge": size}}
+    (dir / "preprocessor_config.json").write_text(json.dumps(pp, indent=2))
+
+
+def make_tiny_clip(dir: str | Path, image_size: int = 56, seed: int = TINY_SEED, **vision: int) -> Path:
+    """A random two-tower CLIPModel folder (vision tower `image_size` px, patch 14)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    dir = Path(dir)
+    torch.manual_seed(seed)
+    vcfg = _clip_vision_kwargs(image_size, **vision)
+    tcfg = dict(vocab_size=99, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64, max_position_embeddings=16, bos_token_id=0, eos_token_id=2,
+                pad_token_id=1, projection_dim=vcfg["projection_dim"])
+    model = CLIPModel(CLIPConfig(text_config=tcfg, vision_config=vcfg, projection_dim=vcfg["projection_dim"]))
+    model.save_pretrained(dir)
+    _write_clip_preprocessor(dir, image_size)
+    return dir
+
+
+def make_tiny_llama(dir: str | Path, tokenizer_dir: str | Path | None = None, seed: int = TINY_SEED,
+                    vocab_size: int | None = None, **shape: int) -> Path:
+    """A random LlamaForCausalLM folder with a Vicuna-style tokenizer (trained tiny one by default)."""
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer_dir is None:
+        make_tiny_tokenizer(dir)
+    else:
+        for f in Path(tokenizer_dir).iterdir():
+            if f.is_file() and (f.name.startswith("tokenizer") or f.name == "special_tokens_map.json"):
+                shutil.copyfile(f, dir / f.name)
+    tok = AutoTokenizer.from_pretrained(dir)
+    if not (dir / "tokenizer.json").exists():
+        tok.save_pretrained(dir)
+    kw = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, max_position_embeddings=1024)
+    kw.update(shape)
+    cfg = LlamaConfig(vocab_size=vocab_size or len(tok), rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+                      pad_token_id=0, tie_word_embeddings=False, **kw)  # Vicuna: pad_token_id 0
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model.save_pretrained(dir)
+    return dir
+
+
+def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = "vicuna_v1",
+                    projector: str = "mlp2x_gelu", seed: int = TINY_SEED) -> Path:
+    """A tiny random LLaVA checkpoint in the llava15/HF layout or the original LLaVA layout."""
+    from llava15.model.build import build_llava
+    from llava15.model.load import save_checkpoint
+
+    if layout not in ("hf", "original"):
+        raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
+    dir = Path(dir)
+    with tempfile.TemporaryDirectory(prefix="llava15-tiny-") as tmp:
+        clip = make_tiny_clip(Path(tmp) / "clip", seed=seed)
+        llama = make_tiny_llama(Path(tmp) / "llama", seed=seed + 1)
+        torch.manual_seed(seed + 2)  # projector init
+        model, tok, image = build_llava(str(clip), str(llama), projector=projector)
+        if layout == "hf":
+            save_checkpoint(model, tok, dir, template=template, image=image)
+            return dir
+        from llava15.model.convert import to_original
+
+        hf = Path(tmp) / "hf"
+        save_checkpoint(model, tok, hf, template=template, image=image)
+        dir.mkdir(parents=True, exist_ok=True)
+        vision_dir = dir / "vision_tower"
+        shutil.copytree(clip, vision_dir, dirs_exist_ok=True)
+        to_original(hf, dir, vision_tower_ref=str(vision_dir.resolve()), include_vision_tower=False,
+                    safetensors=False)
+    return dir
+
+
+def make_bench_small_llava(dir: str | Path, tokenizer_dir: str | Path | None = None,
+                           template: str = "vicuna_v1") -> Path:
+    """The bench-small model of spec/cpu_baseline.md (49.3 M parameters), saved as a checkpoint."""
+    from llava15.model.build import build_llava
+    from llava15.model.load import save_checkpoint
+
+    dir = Path(dir)
+    with tempfile.TemporaryDirectory(prefix="llava15-bench-") as tmp:
+        clip = make_tiny_clip(Path(tmp) / "clip", image_size=336, seed=BENCH_SEED, hidden=256, layers=4,
+                              heads=4)
+        llama = make_tiny_llama(Path(tmp) / "llama", tokenizer_dir=tokenizer_dir, seed=BENCH_SEED,
+                                vocab_size=32000, hidden_size=512, num_hidden_layers=4,
+                                num_attention_heads=8, num_key_value_heads=8, intermediate_size=1376,
+                                max_position_embeddings=4096)
+        torch.manual_seed(BENCH_SEED)
+        model, tok, image = build_llava(str(clip), str(llama))
+        if model.config.text_config.vocab_size < BENCH_VOCAB:
+            # Tiny tokenizer (no resize happened): pad the matrices to bench-small's 32064 rows anyway.
+            model.resize_token_embeddings(BENCH_VOCAB, mean_resizing=False)
+        save_checkpoint(model, tok, dir, template=template, image=image)
+    return dir

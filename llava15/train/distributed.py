@@ -1,0 +1,96 @@
+"""Process-group setup, FSDP2 sharding and rank-0 helpers.
+
+Launch with `torchrun --nproc_per_node N -m llava15.cli train ...` (or plain `python` for one
+process). Backend: nccl on GPU, gloo on CPU. With more than one process the model is sharded with
+PyTorch FSDP2 (`fully_shard`): one unit per transformer block (LLM and vision tower) plus the root
+(embeddings, lm_head, projector). On GPU with bf16 the parameters are gathered in bf16 and gradients
+reduced in fp32. With one process nothing is wrapped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group when launched by torchrun; pick this rank's device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    return DistInfo(rank, world_size, local_rank, device)
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(value: float | int, device: torch.device) -> float:
+    """Sum a Python number over ranks (identity with one process)."""
+    if not dist.is_initialized():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def all_reduce_max(value: float, device: torch.device) -> float:
+    if not dist.is_initialized():
+        return float(value)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """Every `layers` ModuleList (LLM decoder layers, vision encoder layers), wherever PEFT put them."""
+    return [m for name, m in model.named_modules()
+            if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers"]
+
+
+def shard_model(model: nn.Module, bf16: bool) -> nn.Module:
+    """Apply FSDP2 `fully_shard` per transformer block, then to the root."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
+        MixedPrecisionPolicy()
+    for layers in _block_lists(model):
+        for block in layers:
+            fully_shard(block, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model

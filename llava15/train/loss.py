@@ -1,0 +1,51 @@
+"""Next-token loss computed only where a label exists.
+
+The lm_head runs on the hidden states of supervised positions only: labels are shifted left by one
+(`targets[t] = labels[t+1]`, -100 past the end), the positions whose target is not -100 form a bool
+mask, and the model is called with that mask as `logits_to_keep` (transformers slices the hidden
+states before `lm_head`, returning `(num_kept, vocab)` logits). Full-vocabulary logits for the ~92% of
+positions without a label are never materialised; the loss equals HF's full computation (test).
+
+With packing, the last token of one sample "predicts" the first token of the next; that first token is
+always -100 (BOS/prompt are masked), so no cross-sample term enters the loss.
+
+Normalisation (see `loop.py`): this module returns the **sum** of token losses and the token count;
+the caller divides.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+def shift_targets(labels: torch.Tensor) -> torch.Tensor:
+    """`targets[:, t] = labels[:, t + 1]`; the last column is IGNORE_INDEX."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+
+
+def supervised_loss_sum(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+    """Forward `batch` through the model; return (sum of CE over supervised tokens, their count).
+
+    `batch` holds `input_ids`, `labels` and either `position_ids` (packed, no attention_mask) or
+    `attention_mask` (padded), and `pixel_values` (or None). `use_cache=False` always: with a cache
+    object transformers does not detect packed sequences and attends across samples.
+    """
+    targets = shift_targets(batch["labels"])
+    keep = targets != IGNORE_INDEX
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "position_ids")
+              if batch.get(k) is not None}
+    out = model(**inputs, use_cache=False, logits_to_keep=keep)
+    logits = out.logits
+    loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    return loss_sum, int(keep.sum())
+
+
+def full_vocab_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Reference: HF's own loss on full logits (mean over supervised tokens). Used by tests/benchmarks."""
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "position_ids")
+              if batch.get(k) is not None}
+    return model(**inputs, labels=batch["labels"], use_cache=False).loss
