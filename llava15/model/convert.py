@@ -143,8 +143,10 @@ def _mean_rows(t: torch.Tensor, new_rows: int) -> torch.Tensor:
     return torch.cat([t, mean.expand(new_rows - t.shape[0], -1)], 0)
 
 
-def to_hf(src: str | Path, dst: str | Path) -> Path:
-    """Convert an original-layout LLaVA folder to a llava15 checkpoint (see module docstring)."""
+def to_hf(src: str | Path, dst: str | Path, vision_tower: str | None = None) -> Path:
+    """Convert an original-layout LLaVA folder to a llava15 checkpoint (see module docstring).
+
+    `vision_tower` overrides the config's `mm_vision_tower` (e.g. a local copy of the CLIP model)."""
     from transformers import AutoConfig, AutoTokenizer, GenerationConfig, LlavaConfig
 
     from llava15.model.build import VOCAB_MULTIPLE, image_settings_for, load_vision_tower
@@ -166,7 +168,7 @@ def to_hf(src: str | Path, dst: str | Path) -> Path:
 
     tensors = rename_keys(read_state_dict(src), ORIGINAL_TO_HF, f"{src} (original → HF)")
     has_vision = any(k.startswith("vision_tower.") for k in tensors)
-    tower_ref = orig["mm_vision_tower"]
+    tower_ref = vision_tower or orig["mm_vision_tower"]
     tower_path = _resolve_tower(tower_ref, src)
     vision = load_vision_tower(tower_path, dtype=None)
     if not has_vision:
@@ -205,7 +207,7 @@ def to_hf(src: str | Path, dst: str | Path) -> Path:
     base = image_settings_for(tower_path, vision.config)
     image = ImageSettings(size=base.size, mean=base.mean, std=base.std,
                           aspect_ratio=orig.get("image_aspect_ratio", "square"))
-    source = {"layout": "original", "config": orig, "vocab_size": vocab, "mm_vision_tower": tower_ref,
+    source = {"layout": "original", "config": orig, "vocab_size": vocab, "mm_vision_tower": orig["mm_vision_tower"],
               "vision_weights_included": has_vision}
     return write_checkpoint(tensors, config, generation, tokenizer, dst, "vicuna_v1", image,
                             extra_meta={"source": source})
@@ -375,3 +377,13 @@ def load_projector_init(path: str | Path) -> dict[str, torch.Tensor]:
         out["linear_2.weight"] = torch.eye(w.shape[0], dtype=w.dtype)
         out["linear_2.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
     return out
+
+
+def run_convert(args: Any) -> int:
+    """`llava15 convert --to hf|original SRC DST [--vision-tower X]`."""
+    if args.to == "hf":
+        out = to_hf(args.src, args.dst, vision_tower=args.vision_tower)
+    else:
+        out = to_original(args.src, args.dst, vision_tower_ref=args.vision_tower)
+    print(f"wrote {args.to} checkpoint to {out}")
+    return 0

@@ -143,7 +143,10 @@ def dequantize_gguf(gguf: str | Path, cache_dir: str | Path | None = None) -> Pa
         except OSError:
             # Another process finished the same conversion first; its folder is equally valid.
             if not (out / MARKER).is_file():
-                raise
+                raise GGUFSourceError(
+                    f"cannot write the dequantised cache {out}: the folder exists without {MARKER} "
+                    "(not written by llava15, or half-deleted); remove it and run again"
+                ) from None
             logger.info("GGUF %s: another run already wrote %s; using it", gguf.name, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -234,10 +234,11 @@ def write_checkpoint(
 
     tokenizer.save_pretrained(out)
     copy_sentencepiece_model(tokenizer, out)
-    try:
-        (out / "chat_template.jinja").write_text(chat_template_for(template))
-    except ValueError as exc:  # a custom template still saves; HF chat users then need --chat-template
-        log.warning("%s: %s; chat_template.jinja not written", out, exc)
+    if template != "hf_chat_template":  # that one *is* the tokenizer's own, saved just above
+        try:
+            (out / "chat_template.jinja").write_text(chat_template_for(template))
+        except ValueError as exc:  # a custom template still saves; HF chat users need --chat-template
+            log.warning("%s: %s; chat_template.jinja not written", out, exc)
     (out / "preprocessor_config.json").write_text(json.dumps(_image_processor_dict(image), indent=2))
     vision_type = config.vision_config.model_type
     processor = {

@@ -112,3 +112,10 @@ def merge_lora(adapter_dir: str | Path, dst: str | Path, dtype: torch.dtype | st
     extra = {"merged_from": {"adapter": str(adapter_dir), "base": bundle.meta["lora"]["base"]}}
     return save_checkpoint(merged, bundle.tokenizer, dst, bundle.template, bundle.image, recipe=recipe,
                            extra_meta=extra)
+
+
+def run_merge(args: Any) -> int:
+    """`llava15 merge ADAPTER_DIR DST`."""
+    out = merge_lora(args.adapter_dir, args.dst)
+    print(f"wrote merged checkpoint to {out}")
+    return 0

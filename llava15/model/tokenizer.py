@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -25,9 +26,10 @@ from pathlib import Path
 
 from transformers import AddedToken, PreTrainedTokenizerBase
 
+from llava15.data.tokenization import IMAGE_TOKEN
+
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
 PAD_TOKEN = "<pad>"
 SP_MODEL_FILE = "tokenizer.model"
 
@@ -146,55 +148,80 @@ def copy_sentencepiece_model(tokenizer: PreTrainedTokenizerBase, out_dir: str | 
     return True
 
 
-# Chat templates written next to checkpoints, for HF processors and vLLM. They render exactly the
-# original conversation strings (training.md §3) and start with BOS: the tokenizer's
-# apply_chat_template never adds special tokens, and the processor's skips them when the text starts
-# with BOS, so either way the ids begin with exactly one BOS.
-_CONTENT = (
-    "{%- macro content(m, image_sep) -%}"
-    "{%- if m['content'] is string -%}{{- m['content'] -}}"
-    "{%- else -%}"
-    "{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>' + image_sep -}}{%- endfor -%}"
-    "{{- m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') -}}"
-    "{%- endif -%}"
-    "{%- endmacro -%}"
-)
-_TWO_STYLE = (
-    _CONTENT
-    + "{{- bos_token -}}"
-    "{%- if messages and messages[0]['role'] == 'system' -%}"
-    "{{- content(messages[0], '\\n') + ' ' -}}{%- set turns = messages[1:] -%}"
-    "{%- else -%}{{- '__SYSTEM__ ' -}}{%- set turns = messages -%}{%- endif -%}"
-    "{%- for m in turns -%}"
-    "{%- if m['role'] == 'user' -%}{{- 'USER: ' + content(m, '\\n') + ' ' -}}"
-    "{%- else -%}{{- 'ASSISTANT: ' + content(m, '\\n') + eos_token -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
-)
-_PLAIN = (  # stage 1: the user turn is reduced to its image(s), the caption ends with "\n"
-    _CONTENT
-    + "{{- bos_token -}}"
-    "{%- for m in messages -%}"
-    "{%- if m['role'] == 'user' -%}"
-    "{%- if m['content'] is string -%}{{- '<image>' * (m['content'].count('<image>')) -}}"
-    "{%- else -%}{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>' -}}{%- endfor -%}"
-    "{%- endif -%}"
-    "{%- elif m['role'] == 'assistant' -%}{{- content(m, '') + '\\n' -}}{%- endif -%}"
-    "{%- endfor -%}"
-)
-_SYSTEMS = {
-    "vicuna_v1": "A chat between a curious user and an artificial intelligence assistant. The assistant "
-                 "gives helpful, detailed, and polite answers to the user's questions.",
-    "llava_v1": "A chat between a curious human and an artificial intelligence assistant. The assistant "
-                "gives helpful, detailed, and polite answers to the human's questions.",
-}
+# Chat templates written next to checkpoints, for HF processors and vLLM, generated from the template
+# table in llava15.data.templates so both render the same strings. They start with BOS where the
+# template has one: the tokenizer's apply_chat_template never adds special tokens, and the processor's
+# skips them when the text starts with BOS, so either way the ids begin with exactly one BOS. A list
+# content puts its images first as "<image>\n", as the original preprocess_multimodal does.
+_CONTENT_MACRO = """\
+{%- macro content(m) -%}
+{%- if m['content'] is string -%}{{- m['content'] TRIM -}}
+{%- else -%}
+{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}
+{{- m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') TRIM -}}
+{%- endif -%}
+{%- endmacro -%}
+"""
+_TURNS = """\
+{%- set sys = SYSTEM -%}{%- set turns = messages -%}
+{%- if messages and messages[0]['role'] == 'system' -%}
+{%- set sys = content(messages[0]) -%}{%- set turns = messages[1:] -%}
+{%- endif -%}
+{{- BOS -}}{{- PREFIX -}}
+{%- if sys and not SYS_IN_USER -%}{{- SYS_PRE + sys + SYS_POST -}}{%- endif -%}
+{%- for m in turns -%}
+{%- if m['role'] == 'user' -%}
+{{- USER_PRE + ((sys + '\\n\\n') if (SYS_IN_USER and sys and loop.first) else '') + content(m) + USER_POST -}}
+{%- elif m['role'] == 'assistant' -%}
+{{- HEADER + ANSWER_PRE + content(m) + ANSWER_POST + TAIL -}}
+{%- endif -%}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- HEADER -}}{%- endif -%}
+"""
+_PLAIN = """\
+{%- set turns = messages[1:] if (messages and messages[0]['role'] == 'system') else messages -%}
+{{- BOS -}}
+{%- if add_generation_prompt -%}
+{%- if turns -%}{{- content(turns[0]) + '\\n' -}}{%- endif -%}
+{%- else -%}
+{%- for m in turns -%}
+{%- if m['role'] == 'user' -%}
+{%- if m['content'] is string -%}{{- '<image>' * ((m['content'].split('<image>') | length) - 1) -}}
+{%- else -%}{%- for p in m['content'] if p['type'] == 'image' -%}{{- '<image>' -}}{%- endfor -%}{%- endif -%}
+{%- elif m['role'] == 'assistant' -%}{{- content(m) + '\\n' -}}
+{%- endif -%}
+{%- endfor -%}
+{%- endif -%}
+"""
+
+
+def _lit(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
 
 
 def chat_template_for(template: str) -> str:
-    """Jinja chat template rendering the named llava15 template (vicuna_v1, llava_v1, plain)."""
-    if template in _SYSTEMS:
-        return _TWO_STYLE.replace("__SYSTEM__", _SYSTEMS[template].replace("'", "\\'"))
-    if template == "plain":
-        return _PLAIN
-    known = sorted([*_SYSTEMS, "plain"])
-    raise ValueError(f"no chat_template.jinja known for template {template!r}; known: {known}")
+    """Jinja chat template that renders the llava15 template `template` (llava15.data.templates)."""
+    from llava15.data.templates import get_template
+
+    t = get_template(template)  # unknown names raise, listing the known ones
+    if not hasattr(t, "assistant_fmt") or type(t).__name__ != "Template":
+        raise ValueError(f"template {template!r} is not a table template; keep the tokenizer's own")
+    pre_post = {}
+    for key, fmt in (("SYS", t.system_fmt), ("USER", t.user_fmt), ("ANSWER", t.assistant_fmt)):
+        pre, _, post = fmt.partition("{content}")
+        pre_post[f"{key}_PRE"], pre_post[f"{key}_POST"] = _lit(pre), _lit(post)
+    values = {
+        "BOS": "bos_token" if t.bos else "''",
+        "PREFIX": _lit(t.prefix),
+        "SYSTEM": _lit(t.system),
+        "SYS_IN_USER": "true" if t.system_in_first_user else "false",
+        "HEADER": _lit(t.assistant_header),
+        "TAIL": _lit(t.assistant_tail),
+        **pre_post,
+    }
+    body = _PLAIN if t.style == "plain" else _TURNS
+    values["TRIM"] = "| trim" if t.strip_content else ""
+    text = _CONTENT_MACRO + body
+    for key in sorted(values, key=len, reverse=True):
+        text = re.sub(rf"\b{key}\b", lambda _m, v=values[key]: v, text)
+    return text

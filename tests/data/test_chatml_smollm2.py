@@ -133,3 +133,17 @@ def test_default_system_prompt_is_smollm2s(tokenizer) -> None:
     rendered = tokenizer.apply_chat_template([{"role": U, "content": "hi"}], tokenize=False)
     assert rendered.startswith(f"<|im_start|>system\n{get_template('chatml').system}<|im_end|>\n")
     assert get_template("chatml").system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+def test_hf_chat_template_mode_matches_chatml(tokenizer, name: str) -> None:
+    # The general mode, derived from the tokenizer's Jinja template, agrees with the hand-written table.
+    turns = CONVERSATIONS[name]
+    hf, chatml = get_template("hf_chat_template", tokenizer), get_template("chatml")
+    if turns[-1][0] == U:
+        assert hf.render(_messages(turns), True) == chatml.render(_messages(turns), True)
+        return
+    conv = Conversation(name, _messages(turns), ["img.png"] * sum(c.count("<image>") for _, c in turns))
+    ours, theirs = (encode_conversation(conv, tokenizer, t, len(tokenizer)) for t in (chatml, hf))
+    assert (ours.input_ids, ours.labels) == (theirs.input_ids, theirs.labels)
+    assert hf.stop_strings == chatml.stop_strings == ["<|im_end|>"]

@@ -384,3 +384,19 @@ def test_cli_data_synth_runs_in_a_real_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     assert manifest["seed"] == 5 and manifest["n_train"] == 3 and manifest["n_eval"] == 5
+
+
+def test_every_synthetic_record_file_passes_data_check(world):
+    """`llava15 data check` (the data engineer's validator) accepts every LLaVA-format file we write."""
+    pytest.importorskip("llava15.data.check", reason="llava15/data/check.py not written yet")
+    script = Path(sys.executable).parent / "llava15"
+    if not script.exists():
+        pytest.skip("the llava15 console script is not installed in this environment")
+    _, paths = world
+    files = [(paths["pretrain"]["data_path"], paths["pretrain"]["image_folder"], "plain"),
+             (paths["finetune"]["data_path"], paths["finetune"]["image_folder"], "vicuna_v1"),
+             (paths["eval"]["scienceqa"]["question_file"], paths["eval"]["scienceqa"]["image_folder"], "vicuna_v1")]
+    for data, images, template in files:
+        proc = subprocess.run([str(script), "data", "check", data, "--images", images, "--template", template],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"data check failed on {data}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"

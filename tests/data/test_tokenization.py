@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 from conftest import IMAGE_ID, to_ours
 
-from llava15.data.conversation import Conversation, DataError, Message
+from llava15.data.conversation import Conversation, DataError, Message, move_images_to_front
 from llava15.data.formats import modality_length, record_to_conversation
-from llava15.data.templates import get_template
-from llava15.data.tokenization import IGNORE_INDEX, encode_conversation, encode_prompt, stop_token_ids
+from llava15.data.templates import Segment, get_template
+from llava15.data.tokenization import (
+    IGNORE_INDEX,
+    encode_conversation,
+    encode_prompt,
+    encode_segments,
+    stop_token_ids,
+)
 
 
 def test_masking_fixture_ids_and_labels(official, vicuna):
@@ -38,9 +44,6 @@ def test_masking_fixture_ids_and_labels(official, vicuna):
 def test_tokenizer_image_token_examples(official, vicuna):
     plain = get_template("plain")
     for text, want in official("masking")["tokenizer_image_token_examples"].items():
-        from llava15.data.tokenization import encode_segments
-        from llava15.data.templates import Segment
-
         ids, _ = encode_segments([Segment(text, False)], vicuna, IMAGE_ID, plain.bos)
         assert ids == to_ours(want["ids"]), text
 
@@ -65,8 +68,6 @@ def test_inference_prompt_ids_and_strings(official, vicuna):
 def test_training_prompts_render_exactly(official):
     for rec in official("templates")["records"]:
         conv = record_to_conversation(rec["record"], 0)
-        from llava15.data.conversation import move_images_to_front
-
         conv = move_images_to_front(conv)
         assert [m.content for m in conv.messages] == [t["value"] for t in rec["after_preprocess_multimodal"]]
         assert get_template("v1").render(conv.messages) == rec["vicuna_v1_training_prompt"]
@@ -75,7 +76,7 @@ def test_training_prompts_render_exactly(official):
 
 
 def test_templates_table_matches_official(official):
-    for name, spec in official("templates")["conversation_templates"].items():
+    for spec in official("templates")["conversation_templates"].values():
         for alias in spec["aliases"]:
             assert get_template(alias).system == spec["system"]
     with pytest.raises(ValueError, match="known templates: .*vicuna_v1"):

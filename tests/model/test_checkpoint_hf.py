@@ -151,3 +151,18 @@ def test_linear_projector_is_a_single_linear_that_plain_transformers_loads(built
     plain = LlavaForConditionalGeneration.from_pretrained(folder)
     with torch.no_grad():
         torch.testing.assert_close(plain.model.multi_modal_projector(x), proj.linear_1(x), rtol=0, atol=0)
+
+
+def test_large_checkpoints_are_sharded_with_an_index_transformers_reads(built, tmp_path):
+    from llava15.model.load import canonical_state_dict, write_safetensors
+
+    model, _, _, folder, _ = built
+    sharded = tmp_path / "sharded"
+    shutil.copytree(folder, sharded)
+    (sharded / "model.safetensors").unlink()
+    names = write_safetensors(canonical_state_dict(model), sharded, max_shard_bytes=200_000)
+    assert len(names) > 1 and (sharded / "model.safetensors.index.json").exists()
+    bundle = load_bundle(sharded, dtype=torch.bfloat16)
+    assert next(bundle.model.parameters()).dtype == torch.bfloat16
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(bundle.model.get_parameter(name).float(), p.to(torch.bfloat16).float())

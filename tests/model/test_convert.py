@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,8 @@ def pixel_values() -> torch.Tensor:
 
 def test_original_to_hf_to_original_is_bit_exact(tiny_original_dir, tmp_path):
     assert (tiny_original_dir / "pytorch_model.bin").exists()  # released checkpoints are .bin shards
-    to_hf(tiny_original_dir, tmp_path / "hf")
+    cli = [sys.executable, "-m", "llava15.cli", "convert", "--to", "hf", str(tiny_original_dir), str(tmp_path / "hf")]
+    subprocess.run(cli, check=True, capture_output=True, timeout=300)
     assert not is_original_layout(json.loads((tmp_path / "hf" / "config.json").read_text()))
     to_original(tmp_path / "hf", tmp_path / "back", safetensors=False)
     src, back = read_state_dict(tiny_original_dir), read_state_dict(tmp_path / "back")

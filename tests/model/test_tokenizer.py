@@ -71,3 +71,25 @@ def test_add_image_token_is_one_special_token_and_idempotent(tok_dir):
     assert add_image_token(tok) == image_id and len(tok) == n + 2
     ids = tok("USER: <image>\nWhat", add_special_tokens=False).input_ids
     assert ids.count(image_id) == 1 and "<image>" not in tok.decode(ids, skip_special_tokens=True)
+
+
+def test_saved_chat_templates_render_like_the_template_table(tok_dir):
+    """chat_template.jinja (for HF processors / vLLM) renders the same strings as data.templates."""
+    from llava15.data.conversation import Message
+    from llava15.data.templates import TEMPLATES, get_template
+    from llava15.model.tokenizer import chat_template_for
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    chats = [[Message("user", "<image>\nWhat is it?"), Message("assistant", "A cat."), Message("user", "Color?")],
+             [Message("system", "Be brief."), Message("user", " hi "), Message("assistant", " yo ")]]
+    caption = [Message("user", "Describe.\n<image>"), Message("assistant", "a red cat")]
+    for name in TEMPLATES:
+        template = get_template(name)
+        tok.chat_template = chat_template_for(name)
+        cases = [(caption, False), (caption, True), (chats[1], True)] if name == "plain" else [
+            (c, g) for c in chats for g in (False, True)]
+        for messages, gen in cases:
+            want = ("<s>" if template.bos else "") + template.render(messages, add_generation_prompt=gen)
+            got = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
+                                          add_generation_prompt=gen, tokenize=False)
+            assert got == want, (name, gen)

@@ -3,8 +3,9 @@ description, and every text generated from the scenes, written as real files in 
 (558K captions, the 665K mixture, official benchmark layouts). See `build.py` for the folder layout.
 
 Read it in order: `words` (vocabularies) -> `scenes` (sample, draw, boxes) -> `text` (questions,
-captions, prompts) -> `records` (training records) -> `benchmarks` / `choice_benchmarks` (eval sets)
--> `world` (seeded streams, file writing) -> `build` (`synthesize`, `run_synth`).
+captions, prompts) and `text_only` -> `records` (training records) -> `benchmarks` and
+`choice_benchmarks` (eval sets) -> `world` (seeded streams, file writing) -> `build` (`synthesize`,
+`run_synth`).
 """
 
 from llava15.data.synthetic.build import add_arguments, run_synth, synthesize

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llava15.data.synthetic import text as T
 from llava15.data.synthetic.scenes import draw_scene
+from llava15.data.synthetic.text_only import text_only_qa
 from llava15.data.synthetic.world import World, png_bytes, write_json
 
 MC_KINDS = ("color", "shape", "where", "size", "count")
@@ -30,7 +31,7 @@ def write_scienceqa(world: World, root: Path, n: int) -> dict[str, str]:
             hint = f"Look at the shapes on the {scene.background} background." if rng.random() < 0.5 else ""
             question, subject, image = qa.question, "natural science", "image.png"
         else:
-            qa = T.text_only_qa(rng)
+            qa = text_only_qa(rng)
             choices, answer = T.multiple_choice(qa, rng, k=rng.randint(2, 5))
             hint = "Select the best answer." if rng.random() < 0.5 else ""
             question, image = qa.question, None

@@ -22,6 +22,7 @@ import random
 
 from llava15.data.synthetic import text as T
 from llava15.data.synthetic.scenes import Scene
+from llava15.data.synthetic.text_only import text_only_turns
 
 P_REGION = 0.5  # share of scenes that also give a region-level record
 P_MC = 0.25  # share of scenes that give a multiple-choice question (then k records)
@@ -97,4 +98,4 @@ def finetune_records(scene: Scene, rng: random.Random) -> list[dict]:
 
 
 def text_only_record(record_id: str, rng: random.Random) -> dict:
-    return conversation(record_id, None, T.text_only_turns(rng, rng.randint(1, 3)))
+    return conversation(record_id, None, text_only_turns(rng, rng.randint(1, 3)))

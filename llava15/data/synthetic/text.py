@@ -1,5 +1,5 @@
 """Text generated from a scene: questions with short and sentence answers, captions, descriptions,
-multiple choice, region references, and text-only conversations.
+multiple choice and region references (text-only conversations: `text_only.py`).
 
 Every answer is read off the `Scene`, so it is correct by construction. Questions only ask what the
 scene answers unambiguously ((color, shape) pairs are unique; "the circle" is asked only when one circle

@@ -1,0 +1,206 @@
+"""`llava15 eval run` end to end on a tiny model over small benchmark folders in the official layouts:
+answers in the official format, scores and report; killed half-way and resumed, and run over 2
+processes (torchrun's worker environment), both giving answers identical to an uninterrupted single-process run."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from llava15.cli import main
+from llava15.eval.runner import question_keys, read_done, shard_bounds
+
+SUFFIX = "\nAnswer the question using a single word or phrase."
+BENCHES = "pope,mme"  # 128 new tokens; the 1024-token benchmarks run through a fake generate below
+
+
+def _img(path: Path, colour, size=(40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def _jsonl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def make_data_root(root: Path) -> Path:
+    ev = root / "playground" / "data" / "eval"
+    # POPE: 2 splits x 3 questions, label files paired by position
+    qs, labels = [], {"adversarial": [], "random": []}
+    for i in range(6):
+        split = "adversarial" if i < 3 else "random"
+        image = f"COCO_val2014_{i // 2:012d}.jpg"
+        _img(ev / "pope" / "val2014" / image, (40 * i, 100, 200 - 20 * i))
+        qs.append({"question_id": i + 1, "image": image, "text": f"Is there a {['cat', 'dog'][i % 2]} in the image?" + SUFFIX,
+                   "category": split})  # fmt: skip
+        labels[split].append(
+            {"question_id": i + 1, "image": image, "text": "q", "label": ["yes", "no"][i % 2]}
+        )
+    _jsonl(ev / "pope" / "llava_pope_test.jsonl", qs)
+    for split, rows in labels.items():
+        _jsonl(ev / "pope" / "coco" / f"coco_pope_{split}.json", rows)
+    # MME: one side-by-side subtask and one with images/ + questions_answers_YN/
+    bench = ev / "MME" / "MME_Benchmark_release_version"
+    mme = []
+    for sub, rel, nested in (
+        ("existence", "existence/1.png", False),
+        ("artwork", "artwork/images/3.jpg", True),
+    ):
+        _img(bench / rel, (10, 200, 30))
+        qa = (bench / sub / "questions_answers_YN" if nested else bench / sub) / (Path(rel).stem + ".txt")
+        qa.parent.mkdir(parents=True, exist_ok=True)
+        qa.write_text("Is it red? Please answer yes or no.\tYes\nIs it blue?  Please answer yes or no.\tNo\n")
+        for q in ("Is it red?", "Is it blue? "):
+            mme.append({"question_id": rel, "image": rel, "text": q + SUFFIX, "category": sub})
+    _jsonl(ev / "MME" / "llava_mme.jsonl", mme)
+    # ScienceQA: an image problem and a text-only one
+    sqa = ev / "scienceqa"
+    _img(sqa / "images" / "test" / "7" / "image.png", (0, 0, 255))
+    recs = [{"id": "7", "image": "7/image.png", "conversations": [
+                {"from": "human", "value": "<image>\nContext: A map.\nWhich colour?\nA. red\nB. blue"},
+                {"from": "gpt", "value": "B"}]},
+            {"id": "9", "conversations": [{"from": "human", "value": "Which is a fruit?\nA. apple\nB. rock\nC. car"},
+                                          {"from": "gpt", "value": "A"}]}]  # fmt: skip
+    sqa.mkdir(parents=True, exist_ok=True)
+    (sqa / "llava_test_CQM-A.json").write_text(json.dumps(recs))
+    # MMBench: a base question and its rotated copy, image base64 in the TSV
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 30), (255, 0, 0)).save(buf, format="PNG")
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    cols = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image"]
+    rows = [["3", "Which colour?", "", "red", "blue", "", "", "A", "c", b64],
+            ["1000003", "Which colour?", "", "blue", "red", "", "", "B", "c", b64]]  # fmt: skip
+    (ev / "mmbench").mkdir(parents=True)
+    (ev / "mmbench" / "mmbench_dev_20230712.tsv").write_text(
+        "\n".join("\t".join(r) for r in [cols, *rows]) + "\n"
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from llava15.testing import make_tiny_llava
+
+    base = tmp_path_factory.mktemp("runner")
+    model = make_tiny_llava(base / "tiny-llava")
+    return model, make_data_root(base / "data")
+
+
+def _args(model, root, out, *extra):
+    return ["eval", "run", "--model", str(model), "--benchmarks", BENCHES, "--data-root", str(root),
+            "--out", str(out), "--batch-size", "4", "--device", "cpu", *extra]  # fmt: skip
+
+
+def _answers(out: Path) -> dict[str, str]:
+    return {b: (out / b / "answers.jsonl").read_text() for b in BENCHES.split(",")}
+
+
+def test_run_kill_resume_and_two_processes_give_identical_answers(setup, tmp_path):
+    model, root = setup
+    ref = tmp_path / "ref"
+    assert main(_args(model, root, ref)) == 0
+    answers = _answers(ref)
+    pope = [json.loads(x) for x in answers["pope"].splitlines()]
+    assert [a["question_id"] for a in pope] == list(range(1, 7))
+    assert set(pope[0]) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+    assert pope[0]["prompt"] == "Is there a cat in the image?" + SUFFIX
+    scores = json.loads((ref / "scores.json").read_text())
+    assert {k: v["status"] for k, v in scores["results"].items()} == {b: "scored" for b in BENCHES.split(",")}
+    assert (
+        scores["settings"]["batch_size"] == 3
+        and (ref / "report.md").exists()
+        and (ref / "chart.png").exists()
+    )
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # killed half-way through POPE (after its first batch), then resumed: same answers as the clean run
+    killed = tmp_path / "killed"
+    shard = killed / "pope" / "shards" / "answers.rank0of1.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "llava15.cli", *_args(model, root, killed, "--batch-size", "2")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(read_done(shard)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    n_before = len(read_done(shard))
+    assert 2 <= n_before < 6, n_before
+    with open(shard, "a") as f:
+        f.write('{"question_id": 3, "pro')  # a torn line, as from a kill in the middle of a write
+    assert main(_args(model, root, killed, "--batch-size", "2")) == 0
+    assert _answers(killed) == answers
+
+    # two processes, with the environment torchrun gives each worker: rank 1 answers the second halves
+    dist = tmp_path / "dist"
+    procs = [subprocess.Popen([sys.executable, "-m", "llava15.cli", *_args(model, root, dist)],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]  # fmt: skip
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    assert (dist / "pope" / "shards" / "answers.rank1of2.jsonl").exists()
+    assert _answers(dist) == answers
+
+
+def test_answer_shard_images_text_only_and_resume(setup, tmp_path):
+    """The batching loop with a stand-in generate function: images opened once per batch and shared,
+    text-only questions get no image, base64 images decoded, appended answers resume."""
+    from llava15.eval.benchmarks import get_benchmark
+    from llava15.eval.runner import answer_shard
+
+    _, root = setup
+    calls = []
+
+    def fake_generate(batch, images, batch_size):
+        calls.append((batch, images))
+        return [f" answer {q.id} " for q in batch]
+
+    pope = get_benchmark("pope")
+    qs = pope.load(root)
+    path = tmp_path / "pope.jsonl"
+    assert answer_shard(pope, qs[:4], path, fake_generate, 4, "m", log=lambda s: None) == 4
+    batch, images = calls[0]
+    assert images[0][0] is images[1][0] and images[0][0] is not images[2][0]  # one object per image
+    assert [json.loads(x)["text"] for x in path.read_text().splitlines()] == [
+        f"answer {i}" for i in (1, 2, 3, 4)
+    ]
+    assert answer_shard(pope, qs, path, fake_generate, 4, "m", log=lambda s: None) == 4  # only the rest
+    assert [len(b) for b, _ in calls] == [4, 4]
+
+    sqa = get_benchmark("scienceqa")
+    answer_shard(sqa, sqa.load(root), tmp_path / "sqa.jsonl", fake_generate, 8, "m", log=lambda s: None)
+    batch, images = calls[-1]
+    assert images[0][0].size == (40, 30) and images[1] == [] and batch[1].max_new_tokens == 1024
+    mmb = get_benchmark("mmbench")
+    answer_shard(mmb, mmb.load(root), tmp_path / "mmb.jsonl", fake_generate, 8, "m", log=lambda s: None)
+    assert calls[-1][1][0][0].size == (30, 30)
+    rec = json.loads((tmp_path / "mmb.jsonl").read_text().splitlines()[1])
+    assert (
+        rec["question_id"] == 1000003
+        and rec["options"] == ["blue", "red"]
+        and rec["text"] == "answer 1000003"
+    )
+
+
+def test_sharding_and_keys():
+    assert [shard_bounds(10, r, 3) for r in range(3)] == [(0, 4), (4, 8), (8, 10)]
+    assert [shard_bounds(2, r, 4) for r in range(4)] == [(0, 1), (1, 2), (2, 2), (2, 2)]
+    assert question_keys([{"question_id": "a"}, {"question_id": "a"}, {"question_id": 1}]) == [
+        "a#0",
+        "a#1",
+        "1#0",
+    ]
