@@ -131,10 +131,18 @@ def build_llava(
     vision_feature_select_strategy: str = "default",
     dtype: torch.dtype | str | None = None,
     attn_implementation: str = "sdpa",
+    llm_cache_dir: str | Path | None = None,
 ) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, ImageSettings]:
-    """Assemble LLaVA from a pretrained vision tower and causal LM (see module docstring)."""
+    """Assemble LLaVA from a pretrained vision tower and causal LM (see module docstring).
+
+    `llm` may also be a `.gguf` file or a packaged alias (`smollm2-135m-instruct`): it is dequantised
+    once into `llm_cache_dir` (default: the user cache) and loaded from there.
+    """
+    from llava15.model.gguf import resolve_llm_source
+
     if projector not in PROJECTORS:
         raise ValueError(f"projector {projector!r} unknown; choose one of {sorted(PROJECTORS)}")
+    llm = resolve_llm_source(llm, cache_dir=llm_cache_dir)
     vision = load_vision_tower(vision_tower, dtype, attn_implementation)
     lm = AutoModelForCausalLM.from_pretrained(llm, dtype=_dtype(dtype), attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(llm)

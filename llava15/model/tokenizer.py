@@ -16,11 +16,11 @@ Contract:
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -89,33 +89,31 @@ def train_sentencepiece_tokenizer(
     min_vocab = 3 + 256  # unk/bos/eos + the 256 byte-fallback pieces
     if vocab_size <= min_vocab:
         raise ValueError(f"vocab_size {vocab_size} must exceed {min_vocab} (3 specials + 256 byte pieces)")
-    with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.txt"
-        corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        prefix = Path(tmp) / "sp"
-        # LLaMA's trainer settings (read from its tokenizer.model's trainer_spec); the corpus is tiny,
-        # so sentence sampling and the character-coverage cut are switched off.
-        spm.SentencePieceTrainer.train(
-            input=str(corpus),
-            model_prefix=str(prefix),
-            model_type="bpe",
-            vocab_size=vocab_size,
-            byte_fallback=True,
-            split_digits=True,
-            add_dummy_prefix=True,
-            remove_extra_whitespaces=False,
-            allow_whitespace_only_pieces=True,
-            normalization_rule_name="identity",
-            character_coverage=1.0,
-            unk_id=0,
-            bos_id=1,
-            eos_id=2,
-            pad_id=-1,
-            unk_surface=" \u2047 ",
-            num_threads=1,
-            minloglevel=2,
-        )
-        shutil.copyfile(prefix.with_suffix(".model"), out_dir / SP_MODEL_FILE)
+    model = io.BytesIO()
+    # LLaMA's trainer settings (read from its tokenizer.model's trainer_spec); the corpus is tiny, so
+    # the character-coverage cut is off. Sentences come from memory and the model goes to memory, so
+    # no temporary path ends up in the model's trainer_spec: same texts, same bytes.
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        split_digits=True,
+        add_dummy_prefix=True,
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        normalization_rule_name="identity",
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        unk_surface=" \u2047 ",
+        num_threads=1,
+        minloglevel=2,
+    )
+    (out_dir / SP_MODEL_FILE).write_bytes(model.getvalue())
     (out_dir / "tokenizer_config.json").write_text(json.dumps(vicuna_tokenizer_config(model_max_length), indent=2))
     # Derive tokenizer.json once so later loads need neither sentencepiece nor the conversion step.
     tok = AutoTokenizer.from_pretrained(out_dir)

@@ -93,3 +93,9 @@ def test_saved_chat_templates_render_like_the_template_table(tok_dir):
             got = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in messages],
                                           add_generation_prompt=gen, tokenize=False)
             assert got == want, (name, gen)
+
+
+def test_training_is_deterministic(tok_dir, tmp_path):
+    again = make_tiny_tokenizer(tmp_path / "again")
+    for name in ("tokenizer.model", "tokenizer.json"):
+        assert (again / name).read_bytes() == (tok_dir / name).read_bytes(), name
