@@ -6,8 +6,8 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
 
 - peer: right-padded batch with attention_mask, `model(..., labels=...)` (full-vocabulary logits, HF
   loss), `loss.backward()`, `AdamW.step()`, `zero_grad()`.
-- llava15: `llava15.train.loop.train_step` on the same 8 samples: packed (no padding, no mask, one
-  sample per micro-batch, accumulated into one optimizer step), logits only at supervised positions,
+- llava15: `llava15.train.loop.train_step` on the same 8 samples through llava15's packing collator
+  (no padding, no mask, one sample per micro-batch, accumulated into one optimizer step), logits only at supervised positions,
   fused AdamW, text-only micro-batches run without autograd when nothing they touch trains (stage 1).
 
 Each (workload, stage) runs in its own subprocess so peak RSS is its own. Run:
@@ -76,16 +76,25 @@ def peer_batch(samples: list[dict]) -> dict:
             "pixel_values": torch.cat(pix) if pix else None}
 
 
-def ours_micro_batches(samples: list[dict]) -> list[dict]:
-    """One packed micro-batch per sample: no padding, no mask (positions restart at 0)."""
+def ours_micro_batches(samples: list[dict], image_token_id: int) -> list[dict]:
+    """llava15's packing collator, one sample per micro-batch: no padding, no mask, positions from 0.
+
+    Samples are given to it the way the dataset yields them (one image id per image, expanded by the
+    collator), so this is the runner's own path with `train.micro_batch_size=1`."""
     import torch
 
+    from llava15.data.collate import Collator
+
+    collate = Collator(pad_token_id=0, image_token_id=image_token_id, num_image_tokens=N_IMAGE_TOKENS,
+                       mode="pack", image_size=336)
     out = []
     for s in samples:
-        n = len(s["ids"])
-        out.append({"input_ids": torch.tensor([s["ids"]]), "labels": torch.tensor([s["labels"]]),
-                    "position_ids": torch.arange(n)[None], "pixel_values": _pixels(s) if s["image"] else None,
-                    "num_samples": 1})
+        ids, labels = list(s["ids"]), list(s["labels"])
+        if s["image"]:  # back to the dataset's form: one image id per image
+            at = ids.index(image_token_id)
+            del ids[at + 1:at + N_IMAGE_TOKENS], labels[at + 1:at + N_IMAGE_TOKENS]
+        out.append(collate([{"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                             "pixel_values": _pixels(s) if s["image"] else None}]))
     return out
 
 
@@ -131,7 +140,7 @@ def worker(args: argparse.Namespace) -> None:
                           num_image_tokens=N_IMAGE_TOKENS, image_size=336)
 
         def step(samples):
-            return train_step(model, opt, sched, ours_micro_batches(samples), ctx).loss
+            return train_step(model, opt, sched, ours_micro_batches(samples, image_token_id), ctx).loss
     for i in range(args.steps + 1):
         samples = make_samples(i, image_token_id)
         t0 = time.perf_counter()

@@ -42,12 +42,17 @@ def say(msg: str) -> None:
 def make_from_scratch_towers(out: Path, corpus: Path, seed: int) -> tuple[Path, Path]:
     """Tokenizer trained on the world's corpus, random CLIP vision tower and Llama LM, HF format."""
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     from llava15.data.images import CLIP_MEAN, CLIP_STD
-    from llava15.model.tokenizer import train_sentencepiece_tokenizer
-
     from llava15.data.templates import get_template
+    from llava15.model.tokenizer import train_sentencepiece_tokenizer
 
     llm_dir, vision_dir = out / "llm", out / "vision_tower"
     vicuna = get_template("vicuna_v1")

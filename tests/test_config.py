@@ -2,7 +2,7 @@
 
 import pytest
 
-from llava15.config import ConfigError, field_docs, load_recipe, save_recipe, TrainConfig
+from llava15.config import ConfigError, TrainConfig, field_docs, load_recipe, save_recipe
 
 
 def test_defaults_and_overrides(tmp_path):

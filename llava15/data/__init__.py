@@ -19,7 +19,7 @@ _EXPORTS = {
     "LlavaDataset": "dataset", "DatasetIndex": "dataset",
     "modality_grouped_indices": "sampler", "ModalityGroupedSampler": "sampler",
     "Collator": "collate", "expand_image_tokens": "collate",
-    "pack_samples": "packing",
+    "plan_rows": "packing", "pack_rows": "packing", "Problems": "dataset",
 }
 __all__ = sorted(_EXPORTS)
 

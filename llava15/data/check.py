@@ -162,7 +162,7 @@ def run_show(args: Any) -> int:
     root, limit, source = getattr(args, "images", None), getattr(args, "limit", None), str(args.file)
     color = sys.stdout.isatty()
     for index, record in read_records(args.file):
-        if limit is not None and index >= limit:
+        if limit and index >= limit:
             break
         rid = str(record.get("id", index)) if isinstance(record, dict) else str(index)
         try:
@@ -194,24 +194,31 @@ def run_show(args: Any) -> int:
 
 
 def _highlight(ids: list[int], labels: list[int], tokenizer: Any, image_id: int, color: bool) -> str:
-    """The token stream with supervised runs marked (green on a terminal, ⟦…⟧ otherwise)."""
+    """The decoded prompt with supervised runs marked (green on a terminal, ⟦…⟧ otherwise).
+
+    Text between images is decoded by prefixes at each run boundary, so a run that starts with a
+    space piece keeps its space (decoding a run alone would drop it).
+    """
     on, off = ("\x1b[1;32m", "\x1b[0m") if color else ("⟦", "⟧")
-    parts, run, sup = [], [], False
+    parts: list[str] = []
+    chunk: list[tuple[int, bool]] = []
 
     def flush() -> None:
-        if run:
-            text = tokenizer.decode(run)
-            parts.append(on + text + off if sup else text)
+        toks = [t for t, _ in chunk]
+        cuts = [k for k in range(1, len(chunk)) if chunk[k][1] != chunk[k - 1][1]] + [len(chunk)]
+        prev_text, prev = "", 0
+        for cut in cuts:
+            text = tokenizer.decode(toks[:cut])
+            piece = text[len(prev_text):]
+            parts.append(on + piece + off if chunk[prev][1] else piece)
+            prev_text, prev = text, cut
+        chunk.clear()
 
     for tid, label in zip(ids, labels):
         if tid == image_id:
             flush()
-            run, sup = [], False
             parts.append(IMAGE_TOKEN)
-            continue
-        if (label != -100) != sup:
-            flush()
-            run, sup = [], label != -100
-        run.append(tid)
+        else:
+            chunk.append((tid, label != -100))
     flush()
     return "".join(parts)

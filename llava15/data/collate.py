@@ -5,7 +5,8 @@
 None) and returns `input_ids`, `labels`, and either `attention_mask` (mode `pad`, side configurable)
 or `position_ids` (mode `pack`, no attention mask: see packing.py for the `use_cache=False` rule),
 plus `pixel_values` stacked in the order the image placeholders appear scanning rows top to bottom
-(None when the batch has no image), `ids` and `num_samples`.
+(None when the batch has no image), `ids`, `num_samples` and `skipped` (bad records the dataset
+replaced, reported from DataLoader workers).
 
 Text-only batches and multi-GPU: with `pixel_values=None` transformers skips the vision tower and the
 projector, so under FSDP/ZeRO-3 one rank would run different modules than the others and hang. The
@@ -41,14 +42,24 @@ class Collator:
     """Callable for `DataLoader(collate_fn=...)` (see module docstring)."""
 
     def __init__(self, pad_token_id: int, image_token_id: int, num_image_tokens: int, mode: str = "pad",
-                 padding_side: str = "right", pack_tokens: int | None = None, image_size: int = 336) -> None:
+                 padding_side: str = "right", pack_tokens: int | None = None, image_size: int = 336,
+                 max_length: int | None = None) -> None:
         if mode not in ("pad", "pack"):
             raise ValueError(f"mode must be 'pad' or 'pack', got {mode!r}")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.pad_token_id, self.image_token_id = pad_token_id, image_token_id
         self.num_image_tokens, self.mode, self.padding_side = num_image_tokens, mode, padding_side
-        self.pack_tokens, self.image_size = pack_tokens, image_size
+        self.pack_tokens, self.image_size, self.max_length = pack_tokens, image_size, max_length
+
+    @classmethod
+    def from_config(cls, data: Any, pad_token_id: int, image_token_id: int, num_image_tokens: int,
+                    image_size: int) -> Collator:
+        """From a `DataConfig` (`batching`, `pack_tokens`, `padding_side`, `model_max_length`)."""
+        pack = data.batching == "pack"
+        return cls(pad_token_id, image_token_id, num_image_tokens, mode="pack" if pack else "pad",
+                   padding_side=data.padding_side, pack_tokens=(data.pack_tokens or data.model_max_length)
+                   if pack else None, image_size=image_size, max_length=data.model_max_length)
 
     def dummy_pixels(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """One all-zero image, to keep the vision path running on text-only batches (see docstring)."""
@@ -58,8 +69,7 @@ class Collator:
         samples = [s for s in samples if s is not None]
         if not samples:
             raise ValueError("empty batch")
-        ids, labels = zip(*(expand_image_tokens(s["input_ids"], s["labels"], self.image_token_id,
-                                                self.num_image_tokens) for s in samples))
+        ids, labels = zip(*(self._expand(s) for s in samples))
         if self.mode == "pack":
             starts = [i for i, y in enumerate(labels) if len(y) and int(y[0]) != IGNORE_INDEX]
             if starts:  # the previous sample's last token would be trained to predict this one's start
@@ -76,7 +86,19 @@ class Collator:
         batch["pixel_values"] = torch.cat(pixels) if pixels else None
         batch["ids"] = [samples[i].get("id") for i in order]
         batch["num_samples"] = len(samples)
+        batch["skipped"] = [x for s in samples for x in s.get("skipped", [])]
         return batch
+
+    def _expand(self, sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expanded ids/labels, cut to `max_length` as the original collator + model do, never in an image."""
+        ids, labels = expand_image_tokens(sample["input_ids"], sample["labels"], self.image_token_id,
+                                          self.num_image_tokens)
+        if self.max_length is not None and len(ids) > self.max_length:
+            if int((ids[:self.max_length] == self.image_token_id).sum()) % self.num_image_tokens:
+                raise ValueError(f"sample {sample.get('id')!r}: cutting {len(ids)} tokens to max_length "
+                                 f"{self.max_length} would split an image's {self.num_image_tokens} tokens")
+            ids, labels = ids[:self.max_length], labels[:self.max_length]
+        return ids, labels
 
     def _pad(self, ids: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         width = max(len(x) for x in ids)

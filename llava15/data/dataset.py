@@ -73,10 +73,10 @@ class Problems:
     def add(self, err: DataError, record_id: str | None = None) -> None:
         self.counts[err.reason] += 1
         rid = str(err.record_id if err.record_id is not None else record_id)
-        self.examples.setdefault(err.reason, [])
-        if len(self.examples[err.reason]) < 5:
-            self.examples[err.reason].append(rid)
-        self.messages[rid] = str(err)
+        examples = self.examples.setdefault(err.reason, [])
+        if len(examples) < 5:  # a few per kind: memory stays flat on a file with many bad records
+            examples.append(rid)
+            self.messages[rid] = str(err)
 
     @property
     def total(self) -> int:
@@ -111,8 +111,8 @@ class DatasetIndex:
                     problems.add(err, str(record.get("id", index)) if isinstance(record, dict) else index)
                     log.warning("skipping record: %s", err)
                     continue
-                if not plain:
-                    mlen = modality_length(record)
+            if not plain:
+                mlen = modality_length(record) if isinstance(record, dict) else 0
             offsets.append(offset)
             spans.append(span)
             mlens.append(mlen)
@@ -151,6 +151,16 @@ class LlavaDataset:
         self.bad_records = bad_records
         self.late_problems = Problems()
         self._bad: set[int] = set()
+
+    @classmethod
+    def from_config(cls, data: Any, tokenizer: Any, image_token_id: int, num_image_tokens: int,
+                    image_size: int = 336, mean: tuple[float, ...] | None = None,
+                    std: tuple[float, ...] | None = None) -> LlavaDataset:
+        """From a `DataConfig` (`path`, `image_folder`, `template`, `image_aspect_ratio`, ...)."""
+        return cls(data.path, tokenizer, data.template, image_token_id, image_folder=data.image_folder or None,
+                   num_image_tokens=num_image_tokens, model_max_length=data.model_max_length,
+                   image_mode=data.image_aspect_ratio, image_size=image_size, mean=mean, std=std,
+                   bad_records=data.bad_records)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -197,17 +207,23 @@ class LlavaDataset:
                 "modality_length": int(self.index.modality_lengths[i])}
 
     def __getitem__(self, i: int) -> dict:
+        """Sample i, or the next good one; `sample["skipped"]` lists records skipped on the way (their
+        index, reason and message), so a main process can count what DataLoader workers rejected."""
+        skipped: list[dict] = []
         for k in range(len(self)):
             j = (i + k) % len(self)
             if j in self._bad:
                 continue
             try:
-                return self.load(j)
+                sample = self.load(j)
+                sample["skipped"] = skipped
+                return sample
             except DataError as err:
                 if self.bad_records == "fail":
                     raise
                 self._bad.add(j)
                 self.late_problems.add(err)
+                skipped.append({"index": j, "reason": err.reason, "error": str(err)})
                 log.warning("skipping record %d (replaced by the next good one): %s", j, err)
         raise DataError(f"no usable record in {self.index.path}", reason="empty_dataset")
 

@@ -126,13 +126,17 @@ def open_hf(path: str | Path) -> Any:
         raise DataError("reading Hugging Face datasets needs the `datasets` package "
                         "(pip install 'llava15[data]')", source=str(path)) from exc
     p = Path(path)
-    if p.is_dir() and not any(p.glob("*.parquet")) and not any(p.rglob("*.parquet")):
+    if p.is_dir() and not any(p.rglob("*.parquet")):
         ds = datasets.load_from_disk(str(p))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
-        return ds
-    files = [str(p)] if p.is_file() else sorted(str(x) for x in p.rglob("*.parquet"))
-    return datasets.Dataset.from_parquet(files)
+    else:
+        files = [str(p)] if p.is_file() else sorted(str(x) for x in p.rglob("*.parquet"))
+        ds = datasets.Dataset.from_parquet(files)
+    for name, feature in ds.features.items():  # keep images as bytes until a sample is loaded
+        if isinstance(feature, datasets.Image) and feature.decode:
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    return ds
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -176,34 +180,30 @@ def modality_length(record: dict) -> int:
     return words if record_images(record) else -words
 
 
-_FAST_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+_FAST_ROLES = frozenset(("human", "gpt", "system"))
 
 
 def quick_scan(record: Any) -> tuple[int, bool]:
     """`(modality_length, plain)` in one tight pass; `plain` False means "run the full checks".
 
-    Indexing 665K records must take seconds, so the common well-formed LLaVA record is recognised
-    here without building a `Conversation`; anything unusual goes through `record_to_conversation`.
+    Indexing 665K records must take seconds, so the common well-formed LLaVA record (known roles, an
+    answer, no empty text, every `<image>` in the first turn, one per image) is recognised here with
+    C-level operations only; anything else goes through `record_to_conversation`.
     """
     try:
         turns = record["conversations"]
+        values = [t["value"] for t in turns]
+        roles = {t["from"] for t in turns}
+        text = " ".join(values)
         image = record.get("image")
-        markers = 0
-        answered = False
-        values = []
-        for t in turns:
-            value = t["value"]
-            role = _FAST_ROLES[t["from"]]
-            if not value or value.isspace() or (role != "user" and "<image>" in value):
-                return 0, False
-            values.append(value)
-            markers += value.count("<image>")
-            answered = answered or role == "assistant"
         images = 0 if image is None else 1 if type(image) is str else len(image)
-        plain = answered and markers == images and (type(image) is str and image.strip() != "" or images == 0)
-        words = word_count(values)
+        markers = text.count("<image>")
+        plain = (roles <= _FAST_ROLES and "gpt" in roles and all(map(str.strip, values))
+                 and markers == images and (markers == 0 or values[0].count("<image>") == markers)
+                 and (images == 0 or type(image) is str and image.strip() != ""))
+        words = word_count([text])
         return (words if images else -words), plain
-    except (KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, AttributeError, IndexError):
         return 0, False
 
 

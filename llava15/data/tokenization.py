@@ -65,9 +65,10 @@ def encode_segments(segments: list[Segment], tokenizer: Any, image_token_id: int
     """Ids and labels of rendered segments (see module docstring)."""
     text = "".join(s.text for s in segments)
     starts, flags, pos = [], [], 0
-    for s in segments:
-        starts.append(pos)
-        flags.append(s.supervised)
+    for s in segments:  # only changes of supervision are boundaries (a prefix may not end mid-word)
+        if not flags or flags[-1] != s.supervised:
+            starts.append(pos)
+            flags.append(s.supervised)
         pos += len(s.text)
     ids: list[int] = []
     labels: list[int] = []

@@ -64,7 +64,7 @@ class Judge:
     """An OpenAI-compatible chat endpoint with an on-disk cache of every call."""
 
     def __init__(self, url: str, model: str, cache_dir: str | Path, api_key: str | None = None,
-                 timeout: float = 120.0, retries: int = 3) -> None:  # fmt: skip
+                 timeout: float = 120.0, retries: int = 3, runs: int = 1) -> None:  # fmt: skip
         url = url.rstrip("/")
         self.endpoint = url if url.endswith("/chat/completions") else url + "/chat/completions"
         self.model = model
@@ -72,12 +72,14 @@ class Judge:
         self.api_key = api_key or os.environ.get("LLAVA15_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         self.timeout = timeout
         self.retries = retries
+        self.runs = runs
+        """Independent judge runs per answer (the released LLaVA-Bench numbers average 3)."""
         self.calls = 0
         self.cache_hits = 0
 
     def info(self, benchmark: str) -> dict[str, Any]:
         paper = PAPER_JUDGES.get(benchmark)
-        return {"url": self.endpoint, "model": self.model, "paper_judge": paper,
+        return {"url": self.endpoint, "model": self.model, "runs": self.runs, "paper_judge": paper,
                 "paper_comparable": self.model == paper, "calls": self.calls, "cache_hits": self.cache_hits,
                 "cache_dir": str(self.cache_dir)}  # fmt: skip
 

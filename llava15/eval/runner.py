@@ -59,23 +59,23 @@ def question_keys(questions: Sequence[Any]) -> list[str]:
     return keys
 
 
-def read_done(path: Path) -> list[dict[str, Any]]:
-    """Complete answer records of a shard file; a torn last line (killed mid-write) is cut off."""
+def read_done(path: Path, repair: bool = False) -> list[dict[str, Any]]:
+    """Complete answer records of a shard file. With ``repair`` (only the shard's owner, on resume) a
+    torn last line left by a kill is cut off; readers of another process's shard never touch it."""
     if not path.exists():
         return []
-    records, good = [], 0
     with open(path, "rb") as f:
         data = f.read()
-    for line in data.split(b"\n"):
-        if not line.strip():
-            good += len(line) + 1
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    records, good = [], 0
+    # Only newline-terminated lines are complete: the unterminated remainder is a torn or in-flight write.
+    for line in data.split(b"\n")[:-1]:
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
         good += len(line) + 1
-    if good < len(data):
+    if repair and good < len(data):
         with open(path, "r+b") as f:
             f.truncate(min(good, len(data)))
     return records
@@ -84,7 +84,7 @@ def read_done(path: Path) -> list[dict[str, Any]]:
 def answer_shard(bench: Benchmark, questions: list[Question], path: Path, generate: GenerateFn,
                  batch_size: int, model_id: str, log: Callable[[str], None] = print) -> int:  # fmt: skip
     """Answer the questions not yet in ``path`` (appending); returns how many were generated."""
-    done = set(question_keys(read_done(path)))
+    done = set(question_keys(read_done(path, repair=True)))
     todo = [q for q, k in zip(questions, question_keys(questions)) if k not in done]
     path.parent.mkdir(parents=True, exist_ok=True)
     if not todo:
@@ -168,17 +168,24 @@ def run_eval(args: argparse.Namespace) -> int:
     batch_size, limit = int(args.batch_size), int(getattr(args, "limit", 0) or 0)
     model_id = Path(str(args.model).rstrip("/")).name
     plan: dict[str, list[int]] = {}
+    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+
+    def log(message: str) -> None:
+        print(prefix + message, flush=True)
+
     for bench in benches:
         questions = bench.load(args.data_root)
         if limit:
             questions = questions[:limit]
         lo, hi = shard_bounds(len(questions), rank, world)
         shard = out / bench.name / "shards" / f"answers.rank{rank}of{world}.jsonl"
-        answer_shard(bench, questions[lo:hi], shard, generate, batch_size, model_id)
-        plan[bench.name] = [shard_bounds(len(questions), r, world)[1] - shard_bounds(len(questions), r, world)[0]
-                            for r in range(world)]  # fmt: skip
+        answer_shard(bench, questions[lo:hi], shard, generate, batch_size, model_id, log)
+        plan[bench.name] = [
+            hi_r - lo_r for lo_r, hi_r in (shard_bounds(len(questions), r, world) for r in range(world))
+        ]
     if rank != 0:
         return 0
+    from llava15.eval.judge import JudgeError
     from llava15.eval.report import environment, write_report
     from llava15.eval.score import format_result, make_judge
 
@@ -190,7 +197,7 @@ def run_eval(args: argparse.Namespace) -> int:
         answers = [json.loads(line) for line in answers_path.read_text(encoding="utf-8").splitlines() if line]
         try:
             res = bench.score(answers, args.data_root, out / bench.name, judge)
-        except (ValueError, FileNotFoundError, KeyError) as e:
+        except (ValueError, FileNotFoundError, KeyError, JudgeError) as e:  # the other benchmarks still count
             res = {
                 "benchmark": bench.name,
                 "status": "error",

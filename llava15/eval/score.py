@@ -68,9 +68,7 @@ def make_judge(args: argparse.Namespace, out_dir: Path | None) -> Any:
     cache = (
         getattr(args, "judge_cache", None) or (out_dir or Path.home() / ".cache" / "llava15") / "judge_cache"
     )
-    judge = Judge(url, model, cache)
-    judge.runs = int(getattr(args, "judge_runs", 1) or 1)
-    return judge
+    return Judge(url, model, cache, runs=int(getattr(args, "judge_runs", 1) or 1))
 
 
 def score_answers(

@@ -56,8 +56,10 @@ def run_chat(args: Any) -> int:
             print(f"(use /image FILE to attach images; {IMAGE_TOKEN} is reserved)", flush=True)
             continue
         content = line
-        if pending is not None:
-            content, pending = IMAGE_TOKEN + "\n" + line, images.append(pending)
+        if pending is not None:  # the image goes first in its turn, as LLaVA-1.5 was trained
+            content = IMAGE_TOKEN + "\n" + line
+            images.append(pending)
+            pending = None
         history.append(Message("user", content))
         history.append(Message("assistant", _reply(engine, history, images, args)))
 

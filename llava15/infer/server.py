@@ -15,6 +15,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -113,8 +114,14 @@ class BatchWorker:
 
 def create_app(engine: Engine, model_name: str, limits: Limits, api_key: str | None = None,
                max_batch_size: int = 8) -> FastAPI:
-    app = FastAPI(title="llava15", docs_url=None, redoc_url=None, openapi_url=None)
     worker = BatchWorker(engine, max_batch_size=max_batch_size)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        worker.stop()
+
+    app = FastAPI(title="llava15", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     prepare_lock = threading.Lock()
     context = getattr(engine.model.config.get_text_config(), "max_position_embeddings", None)
     app.state.worker = worker
@@ -232,10 +239,6 @@ def create_app(engine: Engine, model_name: str, limits: Limits, api_key: str | N
     @app.get("/app.js")
     async def app_js() -> FileResponse:
         return FileResponse(WEBUI / "app.js", media_type="text/javascript")
-
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        worker.stop()
 
     return app
 

@@ -103,3 +103,25 @@ def test_collate_labels_and_text_only_batch(bundle):
 
     frac = supervised_fraction(batch["labels"], batch["attention_mask"])
     assert 0 < frac < 0.5
+
+
+def test_splice_layout_like_original(official):
+    """Right/left padding and the cut at 620 of the original's mixed batch (training.md §2.5, splice)."""
+    recs = {r["id"]: r["vicuna_v1"] for r in official("masking")["records"]}
+    from conftest import IMAGE_ID, to_ours
+
+    samples = [{"id": k, "input_ids": torch.tensor(to_ours(recs[k]["input_ids"])),
+                "labels": torch.tensor([IGNORE_INDEX if x == -200 else x for x in recs[k]["labels"]]),
+                "pixel_values": None if k == "text_only_multi_turn" else torch.zeros(1, 3, 4, 4)}
+               for k in ("single_turn_image", "text_only_multi_turn", "numeric_answer")]
+    batch = Collator(0, IMAGE_ID, 576)(samples)
+    row = batch["input_ids"][0]
+    assert (row[:35] != IMAGE_ID).all() and (row[35:611] == IMAGE_ID).all()
+    assert int(batch["attention_mask"][0].sum()) == 35 + 576 + 46
+    assert int(batch["attention_mask"][1].sum()) == 125 and batch["pixel_values"].shape[0] == 2
+    left = Collator(0, IMAGE_ID, 576, padding_side="left")(samples)
+    assert left["attention_mask"][1, -1] == 1 and left["attention_mask"][1, 0] == 0
+    cut = Collator(0, IMAGE_ID, 576, max_length=620)(samples)
+    assert cut["input_ids"].shape[1] == 620 and torch.equal(cut["labels"][0], batch["labels"][0, :620])
+    with pytest.raises(ValueError, match="split an image"):
+        Collator(0, IMAGE_ID, 576, max_length=300)(samples)

@@ -69,7 +69,10 @@ def test_dataset_yields_only_good_records(data, vicuna):
     assert two["pixel_values"].shape == (2, 3, 28, 28) and (two["input_ids"] == IMAGE_ID).sum() == 2
     assert samples[2]["pixel_values"] is None and ds.modality_lengths[2] < 0
     assert all((s["labels"] != IGNORE_INDEX).any() for s in samples)
-    assert ds[3]["id"] in GOOD  # a bad record found late is replaced, never returned
+    fresh = LlavaDataset(path, vicuna, "vicuna_v1", IMAGE_ID, image_folder=root, image_size=28)
+    late = [i for i in range(len(fresh)) if fresh.index.record(i)["id"] in ("unreadable_image", "too_long")]
+    replaced = fresh[late[0]]  # a bad record found only when loaded is replaced, never returned
+    assert replaced["id"] in GOOD and replaced["skipped"][0]["reason"] in ("unreadable_image", "too_long")
 
 
 def test_fail_policy_raises_with_reason(data):
@@ -142,3 +145,17 @@ def test_parquet_records(tmp_path):
     ix = DatasetIndex.build(tmp_path / "d.parquet")
     assert ix.record(0)["id"] == "p0" and ix.modality_lengths.tolist() == [3]
     assert torch.is_tensor(torch.tensor(ix.modality_lengths))
+
+
+def test_hf_dataset_with_embedded_images(tmp_path, vicuna):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({
+        "id": ["e0", "e1"],
+        "image": [Image.new("RGB", (20, 10), (9, 9, 9)), Image.new("L", (10, 30), 200)],
+        "conversations": [[{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]] * 2,
+    }).cast_column("image", datasets.Image())
+    ds.save_to_disk(str(tmp_path / "hf"))
+    data = LlavaDataset(tmp_path / "hf", vicuna, "vicuna_v1", IMAGE_ID, image_size=28)
+    samples = list(data)
+    assert [s["id"] for s in samples] == ["e0", "e1"] and samples[1]["pixel_values"].shape == (1, 3, 28, 28)
+    assert data.modality_lengths == [3, 3]

@@ -129,3 +129,31 @@ def test_truncation_counts_image_tokens(vicuna):
 def test_stop_ids(official, vicuna):
     assert stop_token_ids(vicuna, "vicuna_v1") == official("masking")["stopping_keyword_ids"]["ids"]["</s>"]
     assert stop_token_ids(vicuna, "plain")[0] == 13
+
+
+class _NoOffsets:
+    """A tokenizer without offset mappings (like a pure-Python one): exercises the prefix fallback."""
+
+    is_fast = False
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": self._tok(text, add_special_tokens=add_special_tokens)["input_ids"]}
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+
+def test_tokenizer_without_offsets_gives_same_result(official, vicuna):
+    slow = _NoOffsets(vicuna)
+    for rec in official("masking")["records"]:
+        conv = record_to_conversation(rec["record"], 0)
+        for name in ("vicuna_v1", "plain"):
+            try:
+                want = encode_conversation(conv, vicuna, name, IMAGE_ID)
+            except DataError:
+                continue
+            got = encode_conversation(conv, slow, name, IMAGE_ID)
+            assert (got.input_ids, got.labels) == (want.input_ids, want.labels)

@@ -234,3 +234,34 @@ def test_judged_benchmarks_without_judge_are_skipped_not_zero(tmp_path):
         res = get_benchmark(name).score([{"question_id": 0, "text": "a cat"}], tmp_path, tmp_path / "out")
         assert res["status"] == "skipped" and res["value"] is None
     assert json.loads((tmp_path / "out" / "mmvet_results.json").read_text()) == {"v1_0": "a cat"}
+
+
+def test_pope_partial_run_pairs_with_the_first_labels_and_extra_answers_raise(tmp_path):
+    d = tmp_path / "pope"
+    _jsonl(
+        d / "llava_pope_test.jsonl",
+        [{"question_id": i, "image": "x.jpg", "text": "q", "category": "random"} for i in range(3)],
+    )
+    _jsonl(
+        d / "coco" / "coco_pope_random.json",
+        [{"question_id": i, "label": lab} for i, lab in enumerate(["yes", "no", "yes"])],
+    )
+    bench = get_benchmark("pope")
+    res = bench.score([{"question_id": 0, "text": "Yes"}, {"question_id": 1, "text": "No"}], tmp_path, None)
+    assert res["value"] == 100.0 and "2 of 3 questions answered" in res["notes"][0]
+    _jsonl(d / "coco" / "coco_pope_random.json", [{"question_id": 0, "label": "yes"}])
+    with pytest.raises(ValueError, match="coco_pope_random.json: POPE: 2 predictions but 1 labels"):
+        bench.score([{"question_id": 0, "text": "Yes"}, {"question_id": 1, "text": "No"}], tmp_path, None)
+
+
+def test_mmbench_test_split_without_answers_gives_a_submission_only(tmp_path):
+    d = tmp_path / "mmbench"
+    d.mkdir()
+    cols = ["index", "question", "hint", "A", "B", "C", "D", "category", "image"]
+    (d / "mmbench_test_en_20231003.tsv").write_text(
+        "\t".join(cols) + "\n" + "\t".join(["5", "Q?", "", "a", "b", "", "", "c", ""]) + "\n"
+    )
+    res = get_benchmark("mmbench").score([{"question_id": 5, "text": "A"}], tmp_path, tmp_path / "out")
+    assert (
+        res["status"] == "submission" and res["value"] is None and Path(res["files"]["submission"]).exists()
+    )

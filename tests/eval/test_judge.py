@@ -145,3 +145,13 @@ def test_unreachable_judge_raises_a_named_error(tmp_path):
     judge = Judge("http://127.0.0.1:9/v1", "m", tmp_path, retries=1)
     with pytest.raises(JudgeError, match="127.0.0.1:9"):
         judge.chat([{"role": "user", "content": "x"}], 0.0, 3)
+
+
+def test_several_judge_runs_are_separate_calls_and_averaged(tmp_path, fake):
+    replies = iter(["8 6\n", "8 6\n", "8 6\n", "10 10\n", "10 10\n", "10 10\n"])
+    server = fake(lambda body: next(replies))
+    answers = _llava_bench(tmp_path)
+    judge = Judge(server.url, "local-judge", tmp_path / "cache", runs=2)
+    res = get_benchmark("llava_bench").score(answers, tmp_path / "data", tmp_path / "out", judge)
+    assert len(server.requests) == 6 and res["value"] == pytest.approx((75.0 + 100.0) / 2)
+    assert res["judge"]["runs"] == 2 and {"reviews_run1", "reviews_run2"} <= set(res["files"])

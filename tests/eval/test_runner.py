@@ -35,7 +35,7 @@ def _jsonl(path: Path, rows) -> None:
 
 def make_data_root(root: Path) -> Path:
     ev = root / "playground" / "data" / "eval"
-    # POPE: 2 splits x 3 questions, label files paired by position
+    # POPE: 2 splits x 3 questions (2 images each), label files paired by position
     qs, labels = [], {"adversarial": [], "random": []}
     for i in range(6):
         split = "adversarial" if i < 3 else "random"
@@ -88,12 +88,8 @@ def make_data_root(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from llava15.testing import make_tiny_llava
-
-    base = tmp_path_factory.mktemp("runner")
-    model = make_tiny_llava(base / "tiny-llava")
-    return model, make_data_root(base / "data")
+def data_root(tmp_path_factory):
+    return make_data_root(tmp_path_factory.mktemp("runner-data"))
 
 
 def _args(model, root, out, *extra):
@@ -105,8 +101,9 @@ def _answers(out: Path) -> dict[str, str]:
     return {b: (out / b / "answers.jsonl").read_text() for b in BENCHES.split(",")}
 
 
-def test_run_kill_resume_and_two_processes_give_identical_answers(setup, tmp_path):
-    model, root = setup
+@pytest.mark.slow
+def test_run_kill_resume_and_two_processes_give_identical_answers(tiny_llava_dir, data_root, tmp_path):
+    model, root = tiny_llava_dir, data_root  # the session's shared tiny checkpoint (tests/conftest.py)
     ref = tmp_path / "ref"
     assert main(_args(model, root, ref)) == 0
     answers = _answers(ref)
@@ -153,13 +150,13 @@ def test_run_kill_resume_and_two_processes_give_identical_answers(setup, tmp_pat
     assert _answers(dist) == answers
 
 
-def test_answer_shard_images_text_only_and_resume(setup, tmp_path):
+def test_answer_shard_images_text_only_and_resume(data_root, tmp_path):
     """The batching loop with a stand-in generate function: images opened once per batch and shared,
     text-only questions get no image, base64 images decoded, appended answers resume."""
     from llava15.eval.benchmarks import get_benchmark
     from llava15.eval.runner import answer_shard
 
-    _, root = setup
+    root = data_root
     calls = []
 
     def fake_generate(batch, images, batch_size):
@@ -175,8 +172,8 @@ def test_answer_shard_images_text_only_and_resume(setup, tmp_path):
     assert [json.loads(x)["text"] for x in path.read_text().splitlines()] == [
         f"answer {i}" for i in (1, 2, 3, 4)
     ]
-    assert answer_shard(pope, qs, path, fake_generate, 4, "m", log=lambda s: None) == 4  # only the rest
-    assert [len(b) for b, _ in calls] == [4, 4]
+    assert answer_shard(pope, qs, path, fake_generate, 4, "m", log=lambda s: None) == 2  # only the rest
+    assert [len(b) for b, _ in calls] == [4, 2]
 
     sqa = get_benchmark("scienceqa")
     answer_shard(sqa, sqa.load(root), tmp_path / "sqa.jsonl", fake_generate, 8, "m", log=lambda s: None)
@@ -201,3 +198,12 @@ def test_sharding_and_keys():
         "a#1",
         "1#0",
     ]
+
+
+def test_read_done_keeps_complete_lines_and_repairs_only_when_asked(tmp_path):
+    path = tmp_path / "shard.jsonl"
+    path.write_text('{"question_id": 1, "text": "a"}\n{"question_id": 2, "text": "b"}')  # 2nd unterminated
+    assert [r["question_id"] for r in read_done(path)] == [1]
+    assert path.read_text().endswith('"b"}')  # a reader of another rank's shard changes nothing
+    assert [r["question_id"] for r in read_done(path, repair=True)] == [1]
+    assert path.read_text() == '{"question_id": 1, "text": "a"}\n'

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 
-
 def _data_url(img: Image.Image, fmt: str = "PNG") -> str:
     buf = io.BytesIO()
     img.save(buf, fmt)

@@ -104,3 +104,42 @@ def tiny_overrides(sources: dict, data: dict, out, **extra) -> list[str]:
     items = {"model.vision_tower": sources["clip"], "model.llm": sources["llama"], "data.path": data["path"],
              "data.image_folder": data["image_folder"], "train.output_dir": str(out), **extra}
     return [f"{k}={v}" for k, v in items.items()]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+TINY_RECIPE = REPO / "recipes" / "tiny_cpu.yaml"
+
+
+def subprocess_env() -> dict:
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def read_losses(out) -> list[float]:
+    import json
+    from pathlib import Path
+
+    return [json.loads(line)["loss"] for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def read_weights(folder) -> dict:
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    tensors = {}
+    for f in sorted(Path(folder).glob("model*.safetensors")):
+        tensors.update(load_file(f))
+    return tensors

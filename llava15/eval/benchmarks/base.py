@@ -151,6 +151,27 @@ def loader_questions(
     return out
 
 
+def recorded_prompts(answers: list[dict[str, Any]], questions: list[dict[str, Any]]) -> list[str]:
+    """Each answer's recorded ``prompt``; answers without one (e.g. from vLLM) take the question
+    file's text, the k-th answer of a question id pairing with the k-th question of that id."""
+    texts: dict[str, list[str]] = {}
+    for q in questions:
+        texts.setdefault(str(q["question_id"]), []).append(q["text"])
+    seen: dict[str, int] = {}
+    out = []
+    for a in answers:
+        qid = str(a["question_id"])
+        if "prompt" in a:
+            out.append(a["prompt"])
+            continue
+        k = seen.get(qid, 0)
+        seen[qid] = k + 1
+        if k >= len(texts.get(qid, [])):
+            raise ValueError(f"answer {qid!r} has no 'prompt' and no matching question (occurrence {k + 1})")
+        out.append(texts[qid][k])
+    return out
+
+
 def by_id(answers: Iterable[dict[str, Any]], benchmark: str) -> dict[str, dict[str, Any]]:
     """Answers keyed by ``str(question_id)`` (int/str ids from different producers compare equal).
 

@@ -50,7 +50,7 @@ class LlavaBench(Benchmark):
         if missing:
             raise ValueError(f"LLaVA-Bench: {len(missing)} questions unanswered (first: {missing[:5]})")
         ref_by_id = {str(r["question_id"]): r for r in refs}
-        n_runs = int(getattr(judge, "runs", 1))
+        n_runs = judge.runs
         model_id = str(answers[0].get("model_id", "model")).replace("/", "_") if answers else "model"
         all_runs, files = [], {}
         for run in range(n_runs):

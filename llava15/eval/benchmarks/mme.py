@@ -17,6 +17,7 @@ from llava15.eval.benchmarks.base import (
     Benchmark,
     loader_questions,
     read_jsonl,
+    recorded_prompts,
     require,
     result,
 )
@@ -39,27 +40,6 @@ def read_ground_truth(bench_dir: Path) -> dict[tuple[str, str, str], str]:
                     raise ValueError(f"{txt}: line {lineno} should be 'question<TAB>answer', got {line!r}")
                 gt[(category.name, txt.name, fields[0])] = fields[1]
     return gt
-
-
-def recorded_prompts(answers: list[dict[str, Any]], questions: list[dict[str, Any]]) -> list[str]:
-    """Each answer's recorded ``prompt``; answers without one (e.g. from vLLM) take the question
-    file's text, the k-th answer of a question id pairing with the k-th question of that id."""
-    texts: dict[str, list[str]] = {}
-    for q in questions:
-        texts.setdefault(str(q["question_id"]), []).append(q["text"])
-    seen: dict[str, int] = {}
-    out = []
-    for a in answers:
-        qid = str(a["question_id"])
-        if "prompt" in a:
-            out.append(a["prompt"])
-            continue
-        k = seen.get(qid, 0)
-        seen[qid] = k + 1
-        if k >= len(texts.get(qid, [])):
-            raise ValueError(f"answer {qid!r} has no 'prompt' and no matching question (occurrence {k + 1})")
-        out.append(texts[qid][k])
-    return out
 
 
 class Mme(Benchmark):

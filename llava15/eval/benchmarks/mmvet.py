@@ -48,7 +48,7 @@ class MMVet(Benchmark):
         missing = [k for k in data if k not in results]
         if missing:
             raise ValueError(f"MM-Vet: {len(missing)} samples unanswered (first: {missing[:5]})")
-        n_runs = int(getattr(judge, "runs", 1))
+        n_runs = judge.runs
         grades: dict[str, dict[str, list[Any]]] = {}
         for sid, item in data.items():
             g = grades.setdefault(sid, {"model": [], "content": [], "score": []})

@@ -12,8 +12,14 @@ import json
 import re
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, read_jsonl, require, result
-from llava15.eval.benchmarks.mme import recorded_prompts
+from llava15.eval.benchmarks.base import (
+    Benchmark,
+    loader_questions,
+    read_jsonl,
+    recorded_prompts,
+    require,
+    result,
+)
 from llava15.eval.metrics import vqa_accuracy
 
 _OLD_OCR = re.compile(r"Question: (.*?) Short answer:", re.DOTALL)

@@ -1,0 +1,137 @@
+"""Batch-1 decode speed of a 7B-shaped LLaVA-1.5 on one GPU, against the memory-bandwidth limit.
+
+Random weights in the real shapes (CLIP ViT-L/14-336 + Llama-2-7B: 4096 x 32 layers, vocab 32064), bf16,
+prompt = BOS + 4 text + 576 image + 45 text tokens (626), greedy, `--new-tokens` tokens through
+llava15's `Engine.run`, and transformers' `generate` on the same ids for reference. The limit is what
+one decode step must read from HBM: the LLM's weights (blocks + LM head) plus the KV cache at the
+context length, divided by the card's bandwidth (`--bandwidth-tbs`; default by card name: H100 SXM
+3.35, H200 4.8, A100 2.0 TB/s; spec/perf_anchors.md §2.6 gives ~247 tok/s for H100).
+
+`--tiny` runs the same code on CPU with tiny shapes (used by the tests). Prints one line per
+measurement and ends with `decode tok/s (batch 1): N (P% of the bandwidth limit L tok/s)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+BANDWIDTH_TBS = {"H200": 4.8, "H100": 3.35, "A100": 2.0}
+
+
+def build(tiny: bool, device: torch.device, dtype: torch.dtype):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    if tiny:
+        vision = CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64)
+        text = LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=4, intermediate_size=128, max_position_embeddings=4096)
+    else:
+        vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_hidden_layers=24,
+                                  num_attention_heads=16, intermediate_size=4096, projection_dim=768)
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096,
+                           rms_norm_eps=1e-5)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 64,
+                      projector_hidden_act="gelu", vision_feature_layer=-2,
+                      vision_feature_select_strategy="default")
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        torch.manual_seed(0)
+        model = LlavaForConditionalGeneration(cfg).to(dtype)
+    return model.eval()
+
+
+def _timed(fn, device: torch.device, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (dry run for the tests)")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--bandwidth-tbs", type=float, default=None)
+    args = ap.parse_args(argv)
+
+    from llava15.infer.decoding import DecodingParams
+    from llava15.infer.engine import Engine, Prepared
+    from llava15.model.load import ImageSettings, LlavaBundle, num_image_tokens
+    from llava15.testing import make_tiny_tokenizer
+
+    if not args.tiny and not torch.cuda.is_available():
+        print("gpu_decode.py needs CUDA (use --tiny for a CPU dry run)")
+        return 2
+    device = torch.device("cpu" if args.tiny else "cuda")
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    model = build(args.tiny, device, dtype)
+    with tempfile.TemporaryDirectory(prefix="llava15-gpudecode-") as tmp:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(make_tiny_tokenizer(Path(tmp) / "tok"))
+    size = model.config.vision_config.image_size
+    n_img = num_image_tokens(model.config)
+    image_id = model.config.image_token_id
+    bundle = LlavaBundle(model=model, tokenizer=tokenizer, template="vicuna_v1", image=ImageSettings(size=size),
+                         image_token_id=image_id, num_image_tokens=n_img)
+    engine = Engine(bundle)
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randint(3, 300, (49,), generator=gen).tolist()
+    ids = [1] + text[:4] + [image_id] * n_img + text[4:]
+    pixels = torch.randn((1, 3, size, size), generator=gen)
+    row = Prepared(ids, pixels)
+    n = args.new_tokens
+
+    def ours(k: int) -> None:
+        assert sum(1 for _ in engine.run([row], [DecodingParams(max_new_tokens=k, ignore_eos=True)])) == k
+
+    input_ids = torch.tensor([ids], device=device)
+    pix = pixels.to(device, dtype)
+
+    def peer(k: int) -> None:
+        with torch.inference_mode():
+            model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values=pix,
+                           max_new_tokens=k, min_new_tokens=k, do_sample=False)
+
+    lm = model.model.language_model
+    weight_bytes = sum(p.numel() * p.element_size() for p in lm.layers.parameters())
+    weight_bytes += sum(p.numel() * p.element_size() for p in model.lm_head.parameters())
+    tc = model.config.text_config
+    kv_per_token = 2 * tc.num_hidden_layers * tc.num_key_value_heads * (tc.hidden_size // tc.num_attention_heads)
+    kv_bytes = kv_per_token * torch.finfo(dtype).bits // 8 * (len(ids) + n // 2)
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    bw = args.bandwidth_tbs or next((v for k, v in BANDWIDTH_TBS.items() if k in name), 3.35)
+    limit = bw * 1e12 / (weight_bytes + kv_bytes)
+    print(f"device {name}; LLM weights {weight_bytes / 1e9:.2f} GB + KV {kv_bytes / 1e9:.3f} GB per step; "
+          f"prompt {len(ids)} tokens, {n} new tokens; bandwidth {bw} TB/s -> limit {limit:.1f} tok/s", flush=True)
+    rates = {}
+    for label, fn in (("transformers generate", peer), ("llava15 engine", ours)):
+        prefill = _timed(lambda fn=fn: fn(1), device, args.reps)
+        total = _timed(lambda fn=fn: fn(n), device, args.reps)
+        rates[label] = (n - 1) / (total - prefill)
+        print(f"{label}: prefill {prefill * 1e3:.1f} ms, total {total * 1e3:.1f} ms, "
+              f"decode {rates[label]:.1f} tok/s", flush=True)
+    rate = rates["llava15 engine"]
+    print(f"decode tok/s (batch 1): {rate:.1f} ({100 * rate / limit:.0f}% of the bandwidth limit {limit:.1f} tok/s; "
+          f"transformers generate {rates['transformers generate']:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

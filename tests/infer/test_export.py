@@ -1,0 +1,47 @@
+"""`llava15 export --to vllm`: the written folder is the layout vLLM serves, and damage is reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from llava15.infer.export import validate_vllm_layout
+
+
+def _export(src, dst) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "llava15.cli", "export", "--to", "vllm", str(src), str(dst)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_export_from_the_original_layout_validates_and_prints_the_command(tiny_original_dir, tmp_path):
+    dst = tmp_path / "vllm"
+    run = _export(tiny_original_dir, dst)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "vllm serve " + str(dst.resolve()) in run.stdout
+    assert "one extra '▁' token after every image" in run.stdout
+    cfg = json.loads((dst / "config.json").read_text())
+    assert cfg["text_config"]["architectures"] == ["LlamaForCausalLM"]
+    assert (dst / "chat_template.jinja").exists() and (dst / "preprocessor_config.json").exists()
+    assert validate_vllm_layout(dst) == []
+
+
+def test_validation_names_what_vllm_would_trip_on(tiny_llava_dir, tmp_path):
+    import shutil
+
+    dst = tmp_path / "broken"
+    shutil.copytree(tiny_llava_dir, dst)
+    (dst / "chat_template.jinja").unlink()
+    cfg = json.loads((dst / "config.json").read_text())
+    del cfg["text_config"]["architectures"]
+    (dst / "config.json").write_text(json.dumps(cfg))
+    problems = "\n".join(validate_vllm_layout(dst))
+    assert "text_config.architectures" in problems and "chat_template" in problems
+
+    shutil.rmtree(dst)
+    shutil.copytree(tiny_llava_dir, dst)
+    proc = json.loads((dst / "processor_config.json").read_text())
+    proc["num_additional_image_tokens"] = 0  # the llava-hf default that yields one token too few
+    (dst / "processor_config.json").write_text(json.dumps(proc))
+    problems = "\n".join(validate_vllm_layout(dst))
+    assert "expands <image> into" in problems, problems

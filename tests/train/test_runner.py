@@ -1,0 +1,95 @@
+"""The recipe runner end to end on a tiny model: exact resume after SIGKILL, 2-process FSDP2 equals
+one process, dry run. One uninterrupted single-process run is the reference for both."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from llava15.config import load_recipe
+from llava15.train.run import train
+from tests.train.conftest import (
+    TINY_RECIPE,
+    read_losses,
+    read_weights,
+    subprocess_env,
+    tiny_overrides,
+    write_dataset,
+)
+
+STEPS = 6
+RUN = {"train.max_steps": STEPS, "train.global_batch_size": 4, "train.micro_batch_size": 2,
+       "train.save_steps": 1, "train.save_total_limit": 2, "train.resume": "auto", "train.seed": 3}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    return write_dataset(tmp_path_factory.mktemp("data"), n=6, text_only=2)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_sources, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference")
+    torch.set_num_threads(1)
+    train(load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **RUN)))
+    return out
+
+
+def _cli(overrides: list[str], torchrun: int = 0) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
+                "--master_port", str(random.randint(20000, 40000))] if torchrun else [sys.executable]
+    return [*launcher, "-m", "llava15.cli", "train", str(TINY_RECIPE), *overrides]
+
+
+def test_killed_run_resumes_as_the_same_run(reference, tiny_sources, data, tmp_path) -> None:
+    out = tmp_path / "killed"
+    kill_after = random.randint(1, STEPS - 2)
+    proc = subprocess.Popen(_cli(tiny_overrides(tiny_sources, data, out, **RUN)), env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    proc.kill()  # SIGKILL: no cleanup, possibly in the middle of a checkpoint save
+    proc.wait()
+    assert not (out / "final").exists()
+
+    train(load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **RUN)))  # resume=auto
+    ours, ref = read_weights(out / "final"), read_weights(reference / "final")
+    assert ours.keys() == ref.keys()
+    worst = max((ours[k] - ref[k]).abs().max().item() for k in ref)
+    assert worst <= 1e-6, f"killed after step ≥{kill_after} and resumed: max |Δweight| = {worst}"
+    assert read_losses(out) == pytest.approx(read_losses(reference), rel=0, abs=1e-7)
+
+
+def test_two_processes_fsdp_match_one_process(reference, tiny_sources, data, tmp_path) -> None:
+    out = tmp_path / "fsdp"
+    proc = subprocess.run(_cli(tiny_overrides(tiny_sources, data, out, **RUN), torchrun=2), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 device(s) × 1 accumulation" in proc.stdout + proc.stderr
+    ref, ours = read_losses(reference), read_losses(out)
+    assert len(ours) == len(ref) == STEPS
+    for step, (a, b) in enumerate(zip(ours, ref), 1):
+        assert abs(a - b) <= 1e-4 * abs(b), f"step {step}: 2 processes {a} vs 1 process {b}"
+    # the saved model is the same as well (FSDP2 gathers full weights for final/)
+    w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
+    assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-4
+
+
+def test_dry_run_reports_memory_and_projection_and_writes_nothing(tiny_sources, data, tmp_path) -> None:
+    out = tmp_path / "dry"
+    proc = subprocess.run(_cli([*tiny_overrides(tiny_sources, data, out, **RUN), "--dry-run"]),
+                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert "dry run: 2 steps" in text and "peak memory" in text and f"projected time for {STEPS} steps" in text
+    assert not (out / "checkpoints").exists() and not (out / "final").exists()
