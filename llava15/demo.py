@@ -28,7 +28,7 @@ SHORT_PROMPT = "Answer the question using a single word or phrase."
 LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 
 # The demo's from-scratch model: small enough to train in minutes on two cores.
-VISION = dict(image_size=96, patch_size=12, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+VISION = dict(image_size=96, patch_size=16, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
               num_attention_heads=4, projection_dim=128, hidden_act="quick_gelu")
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
             num_key_value_heads=6, max_position_embeddings=1024)

@@ -85,6 +85,7 @@ def run_check(args: Any) -> int:
                 tokens += lengths[-1]
                 truncated += enc.truncated
         except DataError as err:
+            err = err.with_source(source)
             problems.add(err, str(record.get("id", index)) if isinstance(record, dict) else str(index))
             continue
         n = len(record_images(record))
@@ -168,9 +169,9 @@ def run_show(args: Any) -> int:
         try:
             conv = (check_record(record, index, source, root) if root else
                     record_to_conversation(record, index, source))
-            if getattr(args, "inference", False):
-                first = next(i for i, m in enumerate(conv.messages) if m.role == "user")
-                msgs: list[Message] = conv.messages[:first + 1]
+            if getattr(args, "inference", False):  # as trained: a lone <image> moved to the front
+                msgs: list[Message] = move_images_to_front(conv).messages
+                msgs = msgs[:next(i for i, m in enumerate(msgs) if m.role == "user") + 1]
                 prompt = tmpl.render(msgs, add_generation_prompt=True)
                 ids = encode_prompt(msgs, tokenizer, tmpl, image_id)
                 out = {"id": rid, "prompt": prompt, "input_ids": ids}
@@ -179,7 +180,7 @@ def run_show(args: Any) -> int:
                 prompt = tmpl.render(move_images_to_front(conv).messages)
                 out = {"id": rid, "prompt": prompt, "input_ids": enc.input_ids, "labels": enc.labels}
         except DataError as err:
-            out = {"id": rid, "error": str(err)}
+            out = {"id": rid, "error": str(err.with_source(source))}
         if as_json:
             print(json.dumps(out, ensure_ascii=False))
         elif "error" in out:

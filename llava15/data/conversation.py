@@ -32,6 +32,21 @@ class DataError(Exception):
         self.detail = message
         self.source = source
 
+    def with_source(self, source: str) -> DataError:
+        """The same error naming the data file (for errors raised where the file is not known)."""
+        if self.source is not None:
+            return self
+        return DataError(self.detail, record_id=self.record_id, field=self.field, reason=self.reason,
+                         source=source)
+
+    def __reduce__(self):  # keep the fields across DataLoader worker processes
+        return (_rebuild_error, (self.detail, self.record_id, self.field, self.reason, self.source))
+
+
+def _rebuild_error(detail: str, record_id: str | None, field: str | None, reason: str,
+                   source: str | None) -> DataError:
+    return DataError(detail, record_id=record_id, field=field, reason=reason, source=source)
+
 
 @dataclass
 class Message:

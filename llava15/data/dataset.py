@@ -188,8 +188,11 @@ class LlavaDataset:
 
         record = self.index.record(i)
         conv = check_record(record, i, self.index.path, self.image_folder, check_files=False)
-        enc = encode_conversation(conv, self.tokenizer, self.template, self.image_token_id,
-                                  self.model_max_length, self.num_image_tokens)
+        try:
+            enc = encode_conversation(conv, self.tokenizer, self.template, self.image_token_id,
+                                      self.model_max_length, self.num_image_tokens)
+        except DataError as err:
+            raise err.with_source(self.index.path) from None
         pixels = []
         for j, img in enumerate(conv.images):
             src = image_path(self.image_folder, img, conv.id) if isinstance(img, str) and \

@@ -152,8 +152,9 @@ def _truncate(enc: Encoded, image_token_id: int, num_image_tokens: int, max_leng
                            "truncation would cut an image", "too_long")
             cut = Encoded(enc.input_ids[:k], enc.labels[:k], enc.num_images, truncated=True)
             if all(label == IGNORE_INDEX for label in cut.labels):
-                raise fail(f"{enc.expanded_length(num_image_tokens)} tokens exceed max_length {max_length} "
-                           "and no supervised token is left after truncation", "too_long")
+                raise fail(f"{enc.expanded_length(num_image_tokens)} tokens with images counted "
+                           f"({enc.num_images} x {num_image_tokens}) exceed max_length {max_length} and no "
+                           "supervised token is left after truncation", "too_long")
             return cut
         used += cost
     return enc

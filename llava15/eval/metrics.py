@@ -63,6 +63,12 @@ def vqa_server_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return vqaeval_accuracy(normalize_answer(prediction), answers)
 
 
+def vizwiz_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """VizWiz: LLaVA uploads ``EvalAIAnswerProcessor`` text and the EvalAI server scores it with the VQA
+    accuracy (10 human answers, leave-one-out) — the same path as VQAv2."""
+    return vqa_server_accuracy(prediction, answers)
+
+
 # ------------------------------------------------------------------------------------- GQA, SEED
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llava15.eval.benchmarks import get_benchmark
-from llava15.eval.benchmarks.base import read_jsonl, write_json
+from llava15.eval.benchmarks.base import read_jsonl, validate_answers, write_json
 
 
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
@@ -78,7 +78,9 @@ def score_answers(
     bench = get_benchmark(benchmark)
     answers: list[dict[str, Any]] = []
     for run, path in enumerate(answer_paths):
-        for rec in read_answers(path):
+        records = read_answers(path)
+        validate_answers(records, benchmark, str(path))
+        for rec in records:
             if "tuple" in rec:
                 rec = {**rec, "_run": run}
             answers.append(rec)

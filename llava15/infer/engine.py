@@ -15,13 +15,14 @@ Contract:
   mask is built once as a 4-D tensor and updated in place, so no step allocates per-token buffers or
   rebuilds masks. Prefill computes only the last position's logits. Each row keeps its own decoding
   settings, stop strings/ids, seeded generator and JSON constraint, so batched greedy output equals
-  batch-of-one output.
+  batch-of-one output. `cuda_graphs=True` replays each decode step as one CUDA graph (GPU only).
 - `load_generation_bundle(path_or_id, **kw)` -> `GenerationBundle` (a `LlavaBundle` with `.generate`
   and `.stream` bound to one lazily built `Engine`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from llava15.data.conversation import IMAGE_TOKEN, Conversation, Message
 from llava15.data.images import load_image, preprocess_image
 from llava15.data.templates import get_template
 from llava15.data.tokenization import encode_prompt, stop_token_ids
+from llava15.infer.cuda_graph import DecodeGraph
 from llava15.infer.decoding import DecodingParams, TextStream, make_generator, select_tokens
 from llava15.infer.json_constraint import JsonConstraint, TokenTable
 from llava15.model.load import LlavaBundle, load_bundle
@@ -79,8 +81,9 @@ def to_messages(conv: ConversationLike) -> list[Message]:
 
 
 class Engine:
-    def __init__(self, bundle: LlavaBundle, template: str | None = None) -> None:
+    def __init__(self, bundle: LlavaBundle, template: str | None = None, cuda_graphs: bool = False) -> None:
         self.bundle = bundle
+        self.cuda_graphs = cuda_graphs
         self.model = bundle.model
         self.tokenizer = bundle.tokenizer
         self.template = get_template(template or bundle.template, tokenizer=self.tokenizer)
@@ -210,6 +213,7 @@ class Engine:
         done = [False] * b
         counts = [0] * b
         generated: list[list[int]] = [[] for _ in range(b)]
+        graph: DecodeGraph | None = None
         for step in range(total - width):
             chosen = select_tokens(logits, params, gens)
             events = []
@@ -227,15 +231,21 @@ class Engine:
             yield events
             if all(done):
                 return
-            col = width + step
-            valid[:, col] = True
+            valid[:, width + step] = True
             token = torch.tensor(chosen, dtype=torch.long, device=dev)[:, None]
-            # Decode steps call the language model and lm_head directly: no image can occur here, and
-            # skipping the LLaVA wrapper's per-call work is a measurable share of a small model's step.
-            hidden = self._lm(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
-                              position_ids=next_pos, use_cache=True, **{self._cache_kw: cache})
-            logits = self._head(hidden.last_hidden_state[:, -1, :])
+            if graph is None and self.cuda_graphs and dev.type == "cuda" and self._bool_mask:
+                # the graph reads `valid`, `next_pos` and `cache` in place: they are never rebound
+                graph = DecodeGraph(functools.partial(self._decode, valid=valid, positions=next_pos, cache=cache),
+                                    token, cache)
+            logits = graph(token) if graph is not None else self._decode(token, valid, next_pos, cache)
             next_pos += 1
+
+    def _decode(self, token: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        # Decode steps call the language model and lm_head directly: no image can occur here, and
+        # skipping the LLaVA wrapper's per-call work is a measurable share of a small model's step.
+        hidden = self._lm(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
+                          position_ids=positions, use_cache=True, **{self._cache_kw: cache})
+        return self._head(hidden.last_hidden_state[:, -1, :])
 
     def _advance(self, i: int, chosen: list[int], logits: torch.Tensor, p: DecodingParams,
                  gen: torch.Generator | None, stream: TextStream, constraint: JsonConstraint | None,

@@ -15,6 +15,7 @@ Contract:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -177,8 +178,9 @@ async def to_conversation(req: ChatRequest, limits: Limits, fetch: Fetch
                 if len(images) >= limits.max_images:
                     raise APIError(400, f"more than {limits.max_images} images in one request", param=where,
                                    code="too_many_images")
-                images.append(decode_image(await load_image_bytes(part.image_url.url, limits, fetch, where),
-                                           limits, where))
+                data = await load_image_bytes(part.image_url.url, limits, fetch, where)
+                # decoding can take a while for large images: keep the event loop free
+                images.append(await asyncio.to_thread(decode_image, data, limits, where))
                 n_images += 1
         content = (IMAGE_TOKEN + "\n") * n_images + "\n".join(texts)
         messages.append(Message(m.role, content))

@@ -68,6 +68,8 @@ class BatchWorker:
                  gather_s: float = 0.004) -> None:
         self.engine, self.max_batch_size, self.gather_s = engine, max_batch_size, gather_s
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.batches = 0  # batches run so far, and the largest one (reported by /health)
+        self.largest_batch = 0
         self.thread = threading.Thread(target=self._loop, name="llava15-batch-worker", daemon=True)
         self.thread.start()
 
@@ -100,6 +102,8 @@ class BatchWorker:
             self._run(batch)
 
     def _run(self, batch: list[Job]) -> None:
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, len(batch))
         try:
             for events in self.engine.run([j.prepared for j in batch], [j.params for j in batch]):
                 for ev in events:
@@ -193,7 +197,8 @@ def create_app(engine: Engine, model_name: str, limits: Limits, api_key: str | N
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name, "queued": worker.jobs.qsize()}
+        return {"status": "ok", "model": model_name, "queued": worker.jobs.qsize(), "batches": worker.batches,
+                "largest_batch": worker.largest_batch}
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict:

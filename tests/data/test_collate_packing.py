@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from data_spec import IMAGE_ID, to_ours
 from PIL import Image
 
 from llava15.data import Collator, expand_image_tokens, preprocess_image
@@ -108,8 +109,6 @@ def test_collate_labels_and_text_only_batch(bundle):
 def test_splice_layout_like_original(official):
     """Right/left padding and the cut at 620 of the original's mixed batch (training.md §2.5, splice)."""
     recs = {r["id"]: r["vicuna_v1"] for r in official("masking")["records"]}
-    from conftest import IMAGE_ID, to_ours
-
     samples = [{"id": k, "input_ids": torch.tensor(to_ours(recs[k]["input_ids"])),
                 "labels": torch.tensor([IGNORE_INDEX if x == -200 else x for x in recs[k]["labels"]]),
                 "pixel_values": None if k == "text_only_multi_turn" else torch.zeros(1, 3, 4, 4)}

@@ -7,7 +7,7 @@ from argparse import Namespace
 
 import pytest
 import torch
-from conftest import IMAGE_ID, SPEC
+from data_spec import IMAGE_ID, SPEC
 from PIL import Image
 
 from llava15.data.check import run_check, run_show
@@ -159,3 +159,24 @@ def test_hf_dataset_with_embedded_images(tmp_path, vicuna):
     samples = list(data)
     assert [s["id"] for s in samples] == ["e0", "e1"] and samples[1]["pixel_values"].shape == (1, 3, 28, 28)
     assert data.modality_lengths == [3, 3]
+
+
+def test_cli_data_show_and_check_processes(data):
+    """The console script runs both commands end to end (argument wiring included)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "llava15"
+    if not script.exists():
+        pytest.skip("the llava15 console script is not installed in this environment")
+    path, root = data
+    tok = str(SPEC / "fixtures" / "vicuna_tokenizer")
+    show = subprocess.run([str(script), "data", "show", str(path), "--tokenizer", tok, "--format", "json",
+                           "--inference", "--limit", "3"], capture_output=True, text=True, timeout=300)
+    assert show.returncode == 0, show.stderr[-2000:]
+    lines = [json.loads(x) for x in show.stdout.splitlines()]
+    assert [x["id"] for x in lines] == list(GOOD) and lines[0]["prompt"].endswith("What is this? ASSISTANT:")
+    check = subprocess.run([str(script), "data", "check", str(path), "--images", str(root)],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 1 and "missing_image" in check.stdout and "7 bad" in check.stdout

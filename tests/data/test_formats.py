@@ -28,6 +28,10 @@ def test_error_names_file_record_and_field():
     msg = str(err.value)
     assert "train.json" in msg and "'r7'" in msg and "conversations[1].from" in msg and "'bot'" in msg
     assert err.value.reason == "unknown_role" and err.value.field == "conversations[1].from"
+    import pickle
+
+    again = pickle.loads(pickle.dumps(err.value))  # as raised in a DataLoader worker
+    assert (str(again), again.reason, again.record_id) == (msg, "unknown_role", "r7")
 
 
 def test_record_forms():

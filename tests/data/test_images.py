@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SPEC
+from data_spec import SPEC
 from PIL import Image
 
 from llava15.data import preprocess_image

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import IMAGE_ID
+from data_spec import IMAGE_ID
 
 from llava15.data.conversation import Conversation, DataError, Message, move_images_to_front
 from llava15.data.templates import VICUNA_SYSTEM

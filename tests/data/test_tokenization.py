@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import IMAGE_ID, to_ours
+from data_spec import IMAGE_ID, to_ours
 
 from llava15.data.conversation import Conversation, DataError, Message, move_images_to_front
 from llava15.data.formats import modality_length, record_to_conversation

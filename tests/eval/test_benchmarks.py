@@ -265,3 +265,27 @@ def test_mmbench_test_split_without_answers_gives_a_submission_only(tmp_path):
     assert (
         res["status"] == "submission" and res["value"] is None and Path(res["files"]["submission"]).exists()
     )
+
+
+def test_vqav2_local_accuracy_when_annotations_exist(tmp_path):
+    d = tmp_path / "vqav2"
+    rows = [{"question_id": i, "image": f"{i}.jpg", "text": "Q?" + SUFFIX} for i in (1, 2, 3)]
+    _jsonl(d / "llava_vqav2_mscoco_test-dev2015.jsonl", rows)
+    ann = {"annotations": [
+        {"question_id": 1, "answers": [{"answer": "2", "answer_id": j} for j in range(10)]},
+        {"question_id": 2, "answers": [{"answer": a, "answer_id": j} for j, a in enumerate(["red"] * 2 + ["blue"] * 8)]},
+        {"question_id": 3, "answers": [{"answer": "yes", "answer_id": j} for j in range(10)]}]}  # fmt: skip
+    (d / "v2_mscoco_val2014_annotations.json").write_text(json.dumps(ann))
+    res = get_benchmark("vqav2").score([{"question_id": 1, "text": "Two"}, {"question_id": 2, "text": "Red."}],
+                                       tmp_path, None)  # fmt: skip
+    # "Two" is normalised to "2" before the upload; q3 unanswered uploads "" and scores 0
+    assert res["status"] == "scored" and res["value"] == pytest.approx(100 * (1.0 + 0.6 + 0.0) / 3)
+
+
+def test_score_rejects_records_without_question_id_or_text(tmp_path):
+    from llava15.eval.score import score_answers
+
+    path = tmp_path / "answers.jsonl"
+    path.write_text('{"question_id": 1, "text": "Yes"}\n{"id": 2, "answer": "No"}\n')
+    with pytest.raises(ValueError, match=r"answers.jsonl record 1 needs 'question_id' and 'text'"):
+        score_answers("pope", [str(path)], tmp_path, None)

@@ -42,6 +42,12 @@ def test_server_path_keeps_the_apostrophe_s_quirk():
     assert M.vqa_server_accuracy("Yes", TEN_YES) == 1.0
 
 
+def test_vizwiz_unanswerable_is_normalised_before_the_server():
+    gts = ["unanswerable"] * 10
+    assert M.vizwiz_accuracy("Unanswerable.", gts) == 1.0
+    assert M.vizwiz_accuracy("Unsuitable", ["unsuitable"] * 3 + ["unanswerable"] * 7) == pytest.approx(0.9)
+
+
 def test_empty_prediction_and_empty_answers():
     assert M.vqa_accuracy("", TEN_YES) == 0.0
     assert M.vqa_accuracy("A", [""] * 10) == 1.0  # "A" normalises to "" (article dropped)

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
+from llava15.cli import main
 from llava15.infer.export import validate_vllm_layout
 
 
-def _export(src, dst) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "llava15.cli", "export", "--to", "vllm", str(src), str(dst)],
-                          capture_output=True, text=True, timeout=300)
-
-
-def test_export_from_the_original_layout_validates_and_prints_the_command(tiny_original_dir, tmp_path):
+def test_export_from_the_original_layout_validates_and_prints_the_command(tiny_original_dir, tmp_path, capsys):
     dst = tmp_path / "vllm"
-    run = _export(tiny_original_dir, dst)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "vllm serve " + str(dst.resolve()) in run.stdout
-    assert "one extra '▁' token after every image" in run.stdout
+    status = main(["export", "--to", "vllm", str(tiny_original_dir), str(dst)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "vllm serve " + str(dst.resolve()) in out
+    assert "one extra '▁' token after every image" in out
     cfg = json.loads((dst / "config.json").read_text())
     assert cfg["text_config"]["architectures"] == ["LlamaForCausalLM"]
     assert (dst / "chat_template.jinja").exists() and (dst / "preprocessor_config.json").exists()

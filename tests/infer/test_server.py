@@ -155,7 +155,9 @@ def test_bounded_load_with_malformed_requests(server):
         else:
             assert json.loads(text)["choices"][0]["message"]["role"] == "assistant"
     assert not problems, "\n".join(problems[:10])
-    assert server.proc.poll() is None and httpx.get(server.url + "/health").status_code == 200
+    health = httpx.get(server.url + "/health")
+    assert server.proc.poll() is None and health.status_code == 200
+    assert health.json()["largest_batch"] > 1, "concurrent requests were never batched together"
     mib = 1024 * 1024
     print(f"300 requests in {elapsed:.1f} s; RSS warm {rss_warm / mib:.0f} MiB, after {rss_after / mib:.0f} MiB, "
           f"settled {rss_settled / mib:.0f} MiB")

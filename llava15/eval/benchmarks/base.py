@@ -172,17 +172,13 @@ def recorded_prompts(answers: list[dict[str, Any]], questions: list[dict[str, An
     return out
 
 
-def by_id(answers: Iterable[dict[str, Any]], benchmark: str) -> dict[str, dict[str, Any]]:
-    """Answers keyed by ``str(question_id)`` (int/str ids from different producers compare equal).
-
-    A later duplicate replaces an earlier one, as a dict comprehension over the file does.
-    """
-    out = {}
+def validate_answers(answers: Sequence[dict[str, Any]], benchmark: str, source: str = "answers") -> None:
+    """Every record needs ``question_id`` and one of ``text`` (answers), ``tuple`` (LLaVA-Bench reviews)
+    or ``score`` (MM-Vet grades); the error names the file, the record and what is missing."""
     for i, a in enumerate(answers):
-        if "question_id" not in a or "text" not in a:
-            raise ValueError(f"{benchmark}: answer {i} lacks 'question_id' or 'text': {str(a)[:120]}")
-        out[str(a["question_id"])] = a
-    return out
+        if not isinstance(a, dict) or "question_id" not in a or not ({"text", "tuple", "score"} & set(a)):
+            raise ValueError(f"{benchmark}: {source} record {i} needs 'question_id' and 'text' "
+                             f"(or 'tuple' / 'score'): {str(a)[:120]}")  # fmt: skip
 
 
 def result(

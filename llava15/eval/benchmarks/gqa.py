@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, result, write_json
+from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, result, write_json
 from llava15.eval.metrics import gqa_postprocess
 
 
@@ -22,13 +22,19 @@ class GQA(Benchmark):
     folder = "gqa"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(
             root / "llava_gqa_testdev_balanced.jsonl", root / "data" / "images", self.max_new_tokens
         )
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         preds = [{"questionId": a["question_id"], "prediction": gqa_postprocess(a["text"])} for a in answers]
         files = {}
         if out_dir is not None:

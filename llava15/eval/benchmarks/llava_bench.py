@@ -14,7 +14,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, read_jsonl, require, result, write_jsonl
+from llava15.eval.benchmarks.base import (
+    Benchmark,
+    Question,
+    loader_questions,
+    read_jsonl,
+    require,
+    result,
+    write_jsonl,
+)
 from llava15.eval.judge import llava_bench_content, llava_bench_review
 from llava15.eval.metrics import llava_bench_scores
 
@@ -26,11 +34,17 @@ class LlavaBench(Benchmark):
     max_new_tokens = 1024
     judged = True
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(root / "questions.jsonl", root / "images", self.max_new_tokens)
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         if answers and "tuple" in answers[0]:  # official review records, possibly several runs
             runs: dict[int, list[tuple[str, list[float]]]] = {}
             for r in answers:

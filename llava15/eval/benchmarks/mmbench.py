@@ -106,7 +106,7 @@ class MMBench(Benchmark):
         others = sorted(path.parent.glob("*.tsv")) if not path.exists() and path.parent.is_dir() else []
         return others[0] if len(others) == 1 else require(path, f"{self.title} TSV")
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         out = []
         for row in read_tsv(self.tsv_path(data_root)):
             options = []
@@ -144,7 +144,13 @@ class MMBench(Benchmark):
             "answer_id": answer_id(self.name, question.id, text), "model_id": model_id, "metadata": {},
         }  # fmt: skip
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         rows = read_tsv(self.tsv_path(data_root))
         preds = {str(a["question_id"]): a["text"] for a in answers}
         files = {}

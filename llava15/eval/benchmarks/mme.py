@@ -15,6 +15,7 @@ from typing import Any
 from llava15.eval.benchmarks.base import (
     SHORT_ANSWER,
     Benchmark,
+    Question,
     loader_questions,
     read_jsonl,
     recorded_prompts,
@@ -48,13 +49,19 @@ class Mme(Benchmark):
     folder = "MME"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(
             root / "llava_mme.jsonl", root / "MME_Benchmark_release_version", self.max_new_tokens
         )
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         root = self.root(data_root)
         gt = read_ground_truth(require(root / "MME_Benchmark_release_version", "MME release folder"))
         questions = read_jsonl(root / "llava_mme.jsonl") if (root / "llava_mme.jsonl").exists() else []

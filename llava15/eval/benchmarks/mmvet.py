@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, require, result, write_json
+from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, require, result, write_json
 from llava15.eval.judge import mmvet_grade
 from llava15.eval.metrics import mmvet_scores
 
@@ -26,11 +26,17 @@ class MMVet(Benchmark):
     max_new_tokens = 1024
     judged = True
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(root / "llava-mm-vet.jsonl", root / "images", self.max_new_tokens)
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         if answers and "score" in answers[0] and "text" not in answers[0]:  # an official grade file
             m = mmvet_scores({str(a["question_id"]): a["score"] for a in answers})
             return result(self.name, "scored", m["total"], m, judge={"source": "grade file"})

@@ -8,9 +8,10 @@ position.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, read_jsonl, require, result
+from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, read_jsonl, require, result
 from llava15.eval.metrics import pope_scores
 
 
@@ -20,11 +21,17 @@ class Pope(Benchmark):
     folder = "pope"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(root / "llava_pope_test.jsonl", root / "val2014", self.max_new_tokens)
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         root = self.root(data_root)
         questions = {
             str(q["question_id"]): q for q in read_jsonl(require(root / "llava_pope_test.jsonl", "POPE"))

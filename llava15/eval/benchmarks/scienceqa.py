@@ -13,6 +13,7 @@ new tokens. Unlike the other scripts the recorded ``prompt`` is the whole messag
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from llava15.eval.benchmarks.base import IMAGE_PREFIX, LETTER_ANSWER, Benchmark, Question, require, result
@@ -46,7 +47,7 @@ class ScienceQA(Benchmark):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         image_dir = self.root(data_root) / "images" / "test"
         out = []
         for rec in self._records(data_root):
@@ -75,7 +76,13 @@ class ScienceQA(Benchmark):
             info[pid] = (_LETTERS.index(rec["conversations"][1]["value"]), n, "image" in rec)
         return list(records), info
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         pids, info = self._problems(data_root)
         by_pid = {str(a["question_id"]): a for a in answers}
         rows = []

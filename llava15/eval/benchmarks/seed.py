@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, require, result, write_jsonl
+from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, require, result, write_jsonl
 from llava15.eval.metrics import seed_match
 
 
@@ -23,11 +23,17 @@ class SeedBench(Benchmark):
     folder = "seed_bench"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(root / "llava-seed-bench.jsonl", root, self.max_new_tokens)
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         path = require(self.root(data_root) / "SEED-Bench.json", "SEED-Bench ground truth")
         data = json.loads(path.read_text(encoding="utf-8"))
         names = {v: k for k, v in data.get("question_type", {}).items()}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 from llava15.eval.benchmarks.base import (
     Benchmark,
+    Question,
     loader_questions,
     read_jsonl,
     recorded_prompts,
@@ -48,13 +50,19 @@ class TextVQA(Benchmark):
     folder = "textvqa"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(
             root / "llava_textvqa_val_v051_ocr.jsonl", root / "train_images", self.max_new_tokens
         )
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         root = self.root(data_root)
         path = require(root / "TextVQA_0.5.1_val.json", "TextVQA annotations")
         data = json.loads(path.read_text(encoding="utf-8"))["data"]

@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, loader_questions, read_jsonl, require, result, write_json
+from llava15.eval.benchmarks.base import (
+    Benchmark,
+    Question,
+    loader_questions,
+    read_jsonl,
+    require,
+    result,
+    write_json,
+)
 from llava15.eval.metrics import normalize_answer
 
 
@@ -20,11 +28,17 @@ class VizWiz(Benchmark):
     folder = "vizwiz"
     max_new_tokens = 128
 
-    def load(self, data_root):
+    def load(self, data_root: str | Path) -> list[Question]:
         root = self.root(data_root)
         return loader_questions(root / "llava_test.jsonl", root / "test", self.max_new_tokens)
 
-    def score(self, answers, data_root, out_dir=None, judge=None) -> dict[str, Any]:
+    def score(
+        self,
+        answers: list[dict[str, Any]],
+        data_root: str | Path,
+        out_dir: Path | None = None,
+        judge: Any = None,
+    ) -> dict[str, Any]:
         questions = read_jsonl(require(self.root(data_root) / "llava_test.jsonl", "VizWiz question file"))
         texts = {str(a["question_id"]): a["text"] for a in answers}
         missing = [q["question_id"] for q in questions if str(q["question_id"]) not in texts]
