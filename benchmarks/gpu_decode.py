@@ -66,8 +66,8 @@ def _timed(fn, device: torch.device, reps: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (dry run for the tests)")
-    ap.add_argument("--new-tokens", type=int, default=64)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--new-tokens", type=int, default=48)
+    ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--bandwidth-tbs", type=float, default=None)
     args = ap.parse_args(argv)
 

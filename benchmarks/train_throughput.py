@@ -10,7 +10,9 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
   (no padding, no mask, one sample per micro-batch, accumulated into one optimizer step), logits only at supervised positions,
   fused AdamW, text-only micro-batches run without autograd when nothing they touch trains (stage 1).
 
-Each (workload, stage) runs in its own subprocess so peak RSS is its own. Run:
+Each (workload, stage) runs in its own process so its peak RSS is its own; the two processes of a stage
+are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
+both alike. Run:
 `python benchmarks/train_throughput.py [--steps 5] [--threads 2]`. Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
 """
@@ -107,6 +109,7 @@ def set_stage(model, stage: int) -> None:
 
 
 def worker(args: argparse.Namespace) -> None:
+    """Build one workload, then run the step named by each stdin line, answering one JSON line each."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -115,7 +118,6 @@ def worker(args: argparse.Namespace) -> None:
     model.train()
     set_stage(model, args.stage)
     image_token_id = model.config.image_token_id
-    times, losses, real_tokens = [], [], []
     if args.worker == "peer":
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
@@ -136,35 +138,77 @@ def worker(args: argparse.Namespace) -> None:
         opt = build_optimizer(model, cfg)
         sched = build_scheduler(opt, 100, cfg)
         ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
-                          text_needs_grad=args.stage == 2,
-                          num_image_tokens=N_IMAGE_TOKENS, image_size=336)
+                          num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2)
 
         def step(samples):
             return train_step(model, opt, sched, ours_micro_batches(samples, image_token_id), ctx).loss
-    for i in range(args.steps + 1):
-        samples = make_samples(i, image_token_id)
-        t0 = time.perf_counter()
-        losses.append(step(samples))
-        times.append(time.perf_counter() - t0)
-        real_tokens.append(sum(len(s["ids"]) for s in samples))
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "exit":
+            break
+        samples = make_samples(int(line), image_token_id)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loss = step(samples)
+        print(json.dumps({"time": time.perf_counter() - t0, "cpu": time.process_time() - c0, "loss": loss,
+                          "real_tokens": sum(len(s["ids"]) for s in samples)}), flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"times": times, "losses": losses, "real_tokens": real_tokens, "peak_rss_mib": rss}))
+    print(json.dumps({"peak_rss_mib": rss}), flush=True)
 
 
-def run_worker(model_dir: Path, workload: str, stage: int, steps: int, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
-           "--steps", str(steps), "--threads", str(threads)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode:
-        raise RuntimeError(f"{workload} stage {stage} failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    measured = result["times"][1:]
-    result["median_s"] = statistics.median(measured)
-    result["samples_per_s"] = BATCH / result["median_s"]
-    result["tokens_per_s"] = statistics.median(
-        t / s for t, s in zip(result["real_tokens"][1:], measured))
-    return result
+class Worker:
+    """A workload in its own process (its own peak RSS), driven one step at a time."""
+
+    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
+               "--threads", str(threads)]
+        self.name = f"{workload} stage {stage}"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.steps: list[dict] = []
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker died (exit {self.proc.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def step(self, i: int) -> dict:
+        self.proc.stdin.write(f"{i}\n")
+        self.proc.stdin.flush()
+        self.steps.append(self._read())
+        return self.steps[-1]
+
+    def finish(self) -> dict:
+        self.proc.stdin.write("exit\n")
+        self.proc.stdin.flush()
+        rss = self._read()["peak_rss_mib"]
+        self.proc.wait()
+        measured = self.steps[1:]
+        median_s = statistics.median(s["time"] for s in measured)
+        return {"times": [s["time"] for s in self.steps], "losses": [s["loss"] for s in self.steps],
+                "median_s": median_s, "samples_per_s": BATCH / median_s,
+                "cpu_s": statistics.median(s["cpu"] for s in measured),
+                "tokens_per_s": statistics.median(s["real_tokens"] / s["time"] for s in measured),
+                "peak_rss_mib": rss}
+
+
+def run_stage(model_dir: Path, stage: int, steps: int, threads: int) -> dict:
+    """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
+    workers = {"peer": Worker(model_dir, "peer", stage, threads), "ours": Worker(model_dir, "ours", stage, threads)}
+    paired = []
+    for i in range(steps + 1):
+        order = ("peer", "ours") if i % 2 == 0 else ("ours", "peer")
+        for name in order:
+            workers[name].step(i)
+        if i:
+            paired.append(workers["peer"].steps[-1]["time"] / workers["ours"].steps[-1]["time"])
+    results = {name: w.finish() for name, w in workers.items()}
+    for name, r in results.items():
+        print(f"[stage{stage}] {name:5s} steps s: " + " ".join(f"{t:.2f}" for t in r["times"]) +
+              " | losses " + " ".join(f"{x:.5f}" for x in r["losses"][:3]), flush=True)
+    print(f"[stage{stage}] per-step time ratios peer/llava15: " + " ".join(f"{x:.2f}" for x in paired))
+    return results
 
 
 def main() -> None:
@@ -180,23 +224,20 @@ def main() -> None:
 
     from llava15.testing import make_bench_small_llava
 
+    results = {}
     with tempfile.TemporaryDirectory(prefix="llava15-bench-") as tmp:
         model_dir = make_bench_small_llava(Path(tmp) / "bench-small")
-        results = {}
         for stage in (2, 1):
-            for workload in ("peer", "ours"):
-                r = run_worker(model_dir, workload, stage, args.steps, args.threads)
-                results[(workload, stage)] = r
-                print(f"[stage{stage}] {workload:5s} steps: " + " ".join(f"{t:.2f}" for t in r["times"]) +
-                      " | losses " + " ".join(f"{x:.5f}" for x in r["losses"][:3]), flush=True)
+            for name, r in run_stage(model_dir, stage, args.steps, args.threads).items():
+                results[(name, stage)] = r
     print(f"\n{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
-          f"{'peak RSS MiB':>13s}")
+          f"{'CPU s/step':>11s} {'peak RSS MiB':>13s}")
     for stage in (1, 2):
         for workload in ("peer", "ours"):
             r = results[(workload, stage)]
             name = "peer" if workload == "peer" else "llava15"
             print(f"{stage:<6d} {name:9s} {r['samples_per_s']:10.3f} {r['tokens_per_s']:11.0f} "
-                  f"{r['median_s']:14.2f} {r['peak_rss_mib']:13.0f}")
+                  f"{r['median_s']:14.2f} {r['cpu_s']:11.2f} {r['peak_rss_mib']:13.0f}")
         first = abs(results[("ours", stage)]["losses"][0] - results[("peer", stage)]["losses"][0])
         print(f"stage {stage}: first-step loss |llava15 - peer| = {first:.2e}")
     s1 = results[("ours", 1)]["samples_per_s"] / results[("peer", 1)]["samples_per_s"]

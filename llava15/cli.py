@@ -102,16 +102,19 @@ def _eval_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="at most N questions per benchmark (0 = all)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for LLaVA-Bench/MM-Vet")
     p.add_argument("--judge-model", default=None, help="judge model name")
+    p.add_argument("--judge-runs", type=int, default=1, help="judge runs to average (the paper: 3)")
     p.add_argument("--device", default=None, help="cpu, cuda, ...")
 
 
 def _eval_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True, help="benchmark name")
-    p.add_argument("--answers", required=True, help="answers file (official answer format)")
+    p.add_argument("--answers", required=True,
+                   help="answers file (official answer format); comma-separated files = several judge runs")
     p.add_argument("--data-root", required=True, help="folder laid out as playground/data/eval")
     p.add_argument("--out", default=None, help="write scores JSON here")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for judged benchmarks")
     p.add_argument("--judge-model", default=None, help="judge model name")
+    p.add_argument("--judge-runs", type=int, default=1, help="judge runs to average (the paper: 3)")
 
 
 def _eval_report(p: argparse.ArgumentParser) -> None:

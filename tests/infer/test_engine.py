@@ -141,3 +141,13 @@ def test_json_mode_output_always_parses(engine, max_tokens, temperature):
                             response_format={"type": "json_object"})
     for text in texts:
         assert isinstance(json.loads(text), dict), text
+
+
+def test_llava15_load_returns_a_bundle_that_generates(tiny_llava_dir):
+    import llava15
+
+    bundle = llava15.load(str(tiny_llava_dir), device="cpu")
+    texts = bundle.generate([Conversation("q", [Message("user", "<image>\nWhat is it?")])], [[_img()]],
+                            max_tokens=3, temperature=0)
+    assert len(texts) == 1 and isinstance(texts[0], str)
+    assert bundle.template == "vicuna_v1" and bundle.model is not None
