@@ -9,8 +9,9 @@ tokens, 576 image tokens, 45 text tokens (626), greedy, exactly 32 new tokens, b
   do_sample=False)` (default dynamic cache) under `torch.inference_mode`.
 - llava15: `Engine.run` on the same ids and pixels (`ignore_eos`, 32 new tokens).
 
-Run: `python benchmarks/generate_throughput.py [--reps 3] [--threads 2] [--model DIR] [--clock thread]`. Ends with
-`batch1 decode speedup: N.NNx` and `batch8 decode speedup: N.NNx`.
+Run: `python benchmarks/generate_throughput.py [--reps 3] [--threads 2] [--model DIR] [--clock thread]
+[--profile]`. Ends with `batch1 decode speedup: N.NNx` and `batch8 decode speedup: N.NNx`. `--profile`
+also prints where one engine decode step's time goes at batch 1 (torch.profiler, top operators).
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def _bench_batch(model, engine, ids: list[int], batch: int, gen, reps: int) -> d
     return rates
 
 
+def _profile_decode(engine, ids: list[int], gen) -> None:
+    """torch.profiler over 32 engine decode steps at batch 1 (prefill excluded): the top operators."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from llava15.infer.decoding import DecodingParams
+    from llava15.infer.engine import Prepared
+
+    size = engine.model.config.vision_config.image_size
+    rows = [Prepared(list(ids), torch.randn((1, 3, size, size), generator=gen))]
+    steps = engine.run(rows, [DecodingParams(max_new_tokens=NEW_TOKENS + 1, ignore_eos=True)])
+    next(steps)  # prefill
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        t = time.perf_counter()
+        for _ in steps:
+            pass
+        wall = time.perf_counter() - t
+    print(f"profile: {wall / NEW_TOKENS * 1e3:.2f} ms per decode step (profiler on)")
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=12,
+                                                             max_name_column_width=40, max_shapes_column_width=50))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -79,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="existing checkpoint (default: build bench-small)")
     ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
                     help="thread = CPU time of this thread (with --threads 1: robust on a shared machine)")
+    ap.add_argument("--profile", action="store_true", help="print the top operators of a batch-1 decode step")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
@@ -103,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench-small: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, prompt {len(ids)} "
           f"tokens, {NEW_TOKENS} new tokens, {args.threads} threads, {args.clock} clock, torch {torch.__version__}")
 
+    if args.profile:
+        _profile_decode(engine, ids, gen)
     results = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         rates = _bench_batch(model, engine, ids, batch, gen, args.reps)

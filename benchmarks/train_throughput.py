@@ -127,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
             out.loss.backward()
             opt.step()
             opt.zero_grad()
-            return float(out.loss)
+            return float(out.loss.detach())
     else:
         from llava15.config import TrainConfig
         from llava15.train.distributed import DistInfo
@@ -158,8 +158,10 @@ def worker(args: argparse.Namespace) -> None:
 class Worker:
     """A workload in its own process (its own peak RSS), driven one step at a time."""
 
-    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int):
+    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool = False):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if passive:  # idle OpenMP threads sleep instead of spinning (helps on an oversubscribed machine)
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
         cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
                "--threads", str(threads)]
         self.name = f"{workload} stage {stage}"
@@ -179,35 +181,35 @@ class Worker:
         self.steps.append(self._read())
         return self.steps[-1]
 
-    def finish(self) -> dict:
+    def finish(self, clock: str = "time") -> dict:
         self.proc.stdin.write("exit\n")
         self.proc.stdin.flush()
         rss = self._read()["peak_rss_mib"]
         self.proc.wait()
         measured = self.steps[1:]
-        median_s = statistics.median(s["time"] for s in measured)
-        return {"times": [s["time"] for s in self.steps], "losses": [s["loss"] for s in self.steps],
+        median_s = statistics.median(s[clock] for s in measured)
+        return {"times": [s[clock] for s in self.steps], "losses": [s["loss"] for s in self.steps],
                 "median_s": median_s, "samples_per_s": BATCH / median_s,
                 "cpu_s": statistics.median(s["cpu"] for s in measured),
-                "tokens_per_s": statistics.median(s["real_tokens"] / s["time"] for s in measured),
+                "tokens_per_s": statistics.median(s["real_tokens"] / s[clock] for s in measured),
                 "peak_rss_mib": rss}
 
 
-def run_stage(model_dir: Path, stage: int, steps: int, threads: int) -> dict:
+def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str) -> dict:
     """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
-    workers = {"peer": Worker(model_dir, "peer", stage, threads), "ours": Worker(model_dir, "ours", stage, threads)}
+    workers = {name: Worker(model_dir, name, stage, threads, passive) for name in ("peer", "ours")}
     paired = []
     for i in range(steps + 1):
         order = ("peer", "ours") if i % 2 == 0 else ("ours", "peer")
         for name in order:
             workers[name].step(i)
         if i:
-            paired.append(workers["peer"].steps[-1]["time"] / workers["ours"].steps[-1]["time"])
-    results = {name: w.finish() for name, w in workers.items()}
+            paired.append(workers["peer"].steps[-1][clock] / workers["ours"].steps[-1][clock])
+    results = {name: w.finish(clock) for name, w in workers.items()}
     for name, r in results.items():
         print(f"[stage{stage}] {name:5s} steps s: " + " ".join(f"{t:.2f}" for t in r["times"]) +
               " | losses " + " ".join(f"{x:.5f}" for x in r["losses"][:3]), flush=True)
-    print(f"[stage{stage}] per-step time ratios peer/llava15: " + " ".join(f"{x:.2f}" for x in paired))
+    print(f"[stage{stage}] per-step {clock} ratios peer/llava15: " + " ".join(f"{x:.2f}" for x in paired))
     return results
 
 
@@ -215,6 +217,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="measured steps (after 1 warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OMP threads")
+    parser.add_argument("--passive-omp", action="store_true",
+                        help="OMP_WAIT_POLICY=PASSIVE for both workloads (fairer on a busy, shared machine)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="time steps by wall clock, or by this process's CPU time (robust when the "
+                             "machine is shared; use with --threads 1)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, choices=[1, 2], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -228,9 +235,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="llava15-bench-") as tmp:
         model_dir = make_bench_small_llava(Path(tmp) / "bench-small")
         for stage in (2, 1):
-            for name, r in run_stage(model_dir, stage, args.steps, args.threads).items():
+            for name, r in run_stage(model_dir, stage, args.steps, args.threads, args.passive_omp,
+                                             "time" if args.clock == "wall" else "cpu").items():
                 results[(name, stage)] = r
-    print(f"\n{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
+    print(f"\nclock: {args.clock}, {args.threads} thread(s){', OMP_WAIT_POLICY=PASSIVE' if args.passive_omp else ''}")
+    print(f"{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
           f"{'CPU s/step':>11s} {'peak RSS MiB':>13s}")
     for stage in (1, 2):
         for workload in ("peer", "ours"):

@@ -129,6 +129,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-only", action="store_true", help="evaluate an existing demo checkpoint")
     p.add_argument("--checkpoint", default=None, help="checkpoint for --eval-only")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic world")
+    p.add_argument("--smoke", action="store_true",
+                   help="a tiny world and two steps per stage: checks the whole path in about a minute")
 
 
 # name -> (help, add_args, "module:function"); groups hold their own tables.

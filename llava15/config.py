@@ -140,7 +140,7 @@ class TrainConfig:
     resume: str = "auto"
     """`auto` (continue from the latest checkpoint in output_dir if any), a checkpoint path, or `none`."""
     log_steps: int = 1
-    """Log metrics every N optimizer steps."""
+    """Console progress line every N optimizer steps when not on a terminal (JSONL and TensorBoard get every step)."""
     tensorboard: bool = True
     """Write TensorBoard event files."""
     wandb: bool = False

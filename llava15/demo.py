@@ -33,6 +33,9 @@ VISION = dict(image_size=96, patch_size=16, hidden_size=128, intermediate_size=2
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
             num_key_value_heads=6, max_position_embeddings=1024)
 TOKENIZER_VOCAB = 1024
+WORLD = dict(n_train=1000, n_eval=50)  # training scenes per stage, images per benchmark
+SMOKE_WORLD = dict(n_train=24, n_eval=4)
+SMOKE_TRAIN = ["train.max_steps=2"]
 
 
 def say(msg: str) -> None:
@@ -173,17 +176,19 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     say(f"synthesising the world (seed {args.seed}) → {out / 'data'}")
-    world = synthesize(out / "data", seed=args.seed)
+    smoke = bool(getattr(args, "smoke", False))
+    world = synthesize(out / "data", seed=args.seed, **(SMOKE_WORLD if smoke else WORLD))
+    extra = SMOKE_TRAIN if smoke else []
     init = out / "init"
     vision_dir, llm_dir = make_from_scratch_towers(init, Path(world["corpus"]), args.seed)
     stage1 = train_stage("demo_stage1.yaml", [
         f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
         f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
-        f"train.output_dir={out / 'stage1'}"])
+        f"train.output_dir={out / 'stage1'}", *extra])
     stage2 = train_stage("demo_stage2.yaml", [
         f"model.init_checkpoint={stage1 / 'final'}",
         f"data.path={world['finetune']['data_path']}", f"data.image_folder={world['finetune']['image_folder']}",
-        f"train.output_dir={out / 'stage2'}"])
+        f"train.output_dir={out / 'stage2'}", *extra])
     checkpoint = stage2 / "final"
     train_seconds = time.time() - start
     say("evaluating on the synthetic benchmarks")
@@ -213,7 +218,8 @@ def eval_only(args: argparse.Namespace) -> int:
         raise SystemExit("llava15 demo --eval-only needs --checkpoint DIR")
     start = time.time()
     out = Path(args.out).resolve()
-    world = synthesize(out / "data", seed=args.seed, n_train=0)
+    n_eval = (SMOKE_WORLD if getattr(args, "smoke", False) else WORLD)["n_eval"]
+    world = synthesize(out / "data", seed=args.seed, n_train=0, n_eval=n_eval)
     metrics = evaluate(Path(args.checkpoint), Path(world["eval"]["root"]), out / "eval")
     results = {k: metrics[k] for k in ("vqa_accuracy", "pope_f1", "format_compliance")}
     results.update(seconds=time.time() - start, checkpoint=str(args.checkpoint), eval_data=world["eval"]["root"],

@@ -9,15 +9,21 @@ Contract:
 - `select_tokens(logits, params, generators) -> list[int]`: one token per row; greedy rows take the
   argmax, sampled rows use temperature + top-p with the row's own generator (so a seeded request
   gives the same text whatever it is batched with).
-- `TextStream(tokenizer, stop_strings)`: incremental detokenization of one row. `push(id)` returns
-  the newly safe text and whether a stop string ended the row. Text that could be the start of a
-  stop string, an incomplete UTF-8 character or trailing whitespace is held back, so the
-  concatenated deltas equal the final, stripped text exactly (the original answers are stripped).
+- `final_text(tokenizer, ids, stop_strings) -> str`: the reply exactly as the original eval code
+  returns it (`tokenizer.decode(new_ids, skip_special_tokens=True).strip()`), cut before the first of
+  the template's / request's stop strings.
+- `TextStream(tokenizer, stop_strings, byte_ids=None)`: incremental detokenization of one row. `push(id)` returns
+  the newly safe text and whether a stop string ended the row; `finish()` ends it with `final_text`.
+  Text that could be the start of a stop string, an incomplete UTF-8 character, an open run of
+  byte-fallback pieces or trailing whitespace is held back, so the concatenated deltas equal the
+  final text (the one exception, which a stream cannot take back, is an earlier delta that the
+  final decode renders differently).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 import torch
@@ -114,15 +120,37 @@ def select_tokens(logits: torch.Tensor, params: list[DecodingParams],
             for i, p in enumerate(params)]
 
 
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def byte_piece_ids(tokenizer) -> frozenset[int]:
+    """Ids of SentencePiece byte-fallback pieces (`<0x41>`); empty for byte-level BPE vocabularies."""
+    return frozenset(i for piece, i in tokenizer.get_vocab().items() if _BYTE_PIECE.fullmatch(piece))
+
+
+def final_text(tokenizer, ids: list[int], stop_strings: tuple[str, ...] | list[str] = ()) -> str:
+    """The reply as the original eval code returns it: `tokenizer.decode(ids, skip_special_tokens=True)`
+    stripped, cut before the first stop string (searched after leading whitespace, as the stream does).
+    `ids` are the new tokens without the stop id that ended the row."""
+    text = tokenizer.decode(ids, skip_special_tokens=True).lstrip()
+    cut = min((at for s in stop_strings if s and (at := text.find(s)) != -1), default=len(text))
+    return text[:cut].strip()
+
+
 class TextStream:
     """Incremental detokenization with stop strings for one row."""
 
-    def __init__(self, tokenizer, stop_strings: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, tokenizer, stop_strings: tuple[str, ...] | list[str],
+                 byte_ids: frozenset[int] | None = None) -> None:
         self.tokenizer = tokenizer
+        self.byte_ids = byte_piece_ids(tokenizer) if byte_ids is None else byte_ids
         self.stops = [s for s in stop_strings if s]
         self.ids: list[int] = []
         self.text = ""  # decoded text so far, cut at a stop string when one was found
-        self.out = ""  # text released so far; the reply is exactly the concatenation of deltas
+        self.stable = ""  # the part of `text` that later tokens cannot re-render
+        self.out = ""  # text released so far
+        self.result: str | None = None  # the final reply, once finished
+        self._run = 0  # ids[_run:] are an open run of byte-fallback pieces
 
     @property
     def emitted(self) -> int:
@@ -130,6 +158,8 @@ class TextStream:
 
     def push(self, token_id: int) -> tuple[str, bool]:
         self.ids.append(token_id)
+        if token_id not in self.byte_ids:
+            self._run = len(self.ids)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()
         stopped = False
         for stop in self.stops:
@@ -137,20 +167,34 @@ class TextStream:
             if at != -1:
                 text, stopped = text[:at], True
         self.text = text
-        return self.release(final=stopped), stopped
+        # A run of byte pieces that is not valid UTF-8 decodes to one U+FFFD per byte, including bytes
+        # already shown as characters ("7k" then "\ufffd\ufffd\ufffd"): hold the run back until it ends.
+        self.stable = text
+        if self._run < len(self.ids) and not stopped:
+            self.stable = self.tokenizer.decode(self.ids[:self._run], skip_special_tokens=True).lstrip()
+        if stopped:
+            return self.finish(), True
+        return self.release(final=False), False
 
-    def finish(self) -> str:
-        """Text not yet released (the end of a row that stopped on a stop id or on length)."""
+    def set_text(self, text: str) -> None:
+        """Text produced outside `push` (the JSON constraint's validated text)."""
+        self.text = self.stable = text
+
+    def finish(self, text: str | None = None) -> str:
+        """End the row: the reply is `text`, or `final_text` of the pushed ids (the original's decode);
+        returns what was not yet released. Deltas add up to the reply unless an earlier delta was
+        rendered differently by the final decode (a stream cannot take text back)."""
+        self.result = final_text(self.tokenizer, self.ids, self.stops) if text is None else text
+        if not self.result.startswith(self.out):
+            return ""
         return self.release(final=True)
 
     @property
     def final_text(self) -> str:
-        return self.out
+        return self.out if self.result is None else self.result
 
     def release(self, final: bool) -> str:
-        # Decoding is prefix-stable for valid UTF-8; invalid byte sequences (random models) can change
-        # earlier characters, which a stream cannot take back, so offsets are what count.
-        text = self.text.rstrip() if final else self._safe_prefix()
+        text = self.result if final and self.result is not None else self._safe_prefix()
         if len(text) <= len(self.out):
             return ""
         delta = text[len(self.out):]
@@ -158,7 +202,7 @@ class TextStream:
         return delta
 
     def _safe_prefix(self) -> str:
-        text = self.text
+        text = self.stable
         if text.endswith("\ufffd"):  # half of a multi-byte character
             text = text.rstrip("\ufffd")
         hold = 0

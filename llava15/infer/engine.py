@@ -7,6 +7,9 @@ Contract:
   (one user turn). Trailing assistant turns are dropped (eval records carry their answers). `images`
   gives, per conversation, the images for its `<image>` markers in order (PIL images of any size and
   mode, or paths); without it a `Conversation`'s own `images` are used (relative to `image_root`).
+  Within one `generate`/`stream`/`run` call each unique image (one object, or one path) is
+  preprocessed once and goes through the vision tower + projector once (`image_features`); its
+  features fill the placeholders of every row that uses it (transformers' `mm_encoder_outputs`).
   Decoding keywords: see `DecodingParams.from_kwargs` (max_new_tokens/max_tokens, temperature, top_p,
   stop, response_format, seed, ignore_eos).
 - Prompt ids come from `encode_prompt` with the checkpoint's own template (the original
@@ -25,19 +28,20 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import StaticCache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llava15.data.conversation import IMAGE_TOKEN, Conversation, Message
 from llava15.data.images import load_image, preprocess_image
 from llava15.data.templates import get_template
 from llava15.data.tokenization import encode_prompt, stop_token_ids
 from llava15.infer.cuda_graph import DecodeGraph
-from llava15.infer.decoding import DecodingParams, TextStream, make_generator, select_tokens
+from llava15.infer.decoding import DecodingParams, TextStream, byte_piece_ids, make_generator, select_tokens
 from llava15.infer.json_constraint import JsonConstraint, TokenTable
 from llava15.model.load import LlavaBundle, load_bundle
 
@@ -54,6 +58,10 @@ class Prepared:
 
     ids: list[int]
     pixel_values: torch.Tensor | None  # [n_images, 3, S, S]
+    image_keys: tuple[Any, ...] | None = None  # per image; equal keys = one image, encoded once
+    # The keyed image objects, kept alive so that no other image can take their `id` while this row
+    # may still share a batch (the server prepares requests one by one and batches them later).
+    sources: tuple[Any, ...] = field(default=(), repr=False)
 
 
 @dataclass
@@ -90,6 +98,7 @@ class Engine:
         self.stop_ids = set(stop_token_ids(self.tokenizer, self.template))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._token_table: TokenTable | None = None
+        self._byte_ids: frozenset[int] | None = None  # built once: a vocabulary scan per row costs ms
         if self.model is not None:
             param = next(self.model.parameters())
             self.device, self.dtype = param.device, param.dtype
@@ -112,7 +121,9 @@ class Engine:
         return out
 
     def prepare(self, conv: ConversationLike, images: Sequence[Any] | None = None, index: int = 0,
-                image_root: str | Path | None = None) -> Prepared:
+                image_root: str | Path | None = None, pixel_cache: dict[Any, torch.Tensor] | None = None
+                ) -> Prepared:
+        """One row; `pixel_cache` (key -> preprocessed image) shares preprocessing across the rows of a call."""
         messages = to_messages(conv)
         if not messages or messages[-1].role != "user":
             raise GenerationError(f"conversation {index}: the last message must be from the user "
@@ -123,24 +134,32 @@ class Engine:
         if markers != len(images):
             raise GenerationError(f"conversation {index}: {markers} {IMAGE_TOKEN} marker(s) but "
                                   f"{len(images)} image(s)")
-        pixels = None
-        if images:
-            s = self.bundle.image
-            tensors = []
-            for img in images:
-                if isinstance(img, str | Path) and image_root is not None:
-                    img = Path(image_root) / img
-                pil = load_image(img)
-                tensors.append(preprocess_image(pil, mode=s.aspect_ratio, size=s.size, mean=s.mean, std=s.std))
-            pixels = torch.stack(tensors)
-        return Prepared(self.prompt_ids(messages), pixels)
+        if not images:
+            return Prepared(self.prompt_ids(messages), None)
+        s = self.bundle.image
+        cache = {} if pixel_cache is None else pixel_cache
+        keys, tensors = [], []
+        for img in images:
+            if isinstance(img, str | Path):
+                img = Path(image_root) / img if image_root is not None else Path(img)
+                key: tuple[str, Any] = ("path", str(img))
+            else:  # the eval runner passes one image object to every question about it
+                key = ("object", id(img))
+            if key not in cache:
+                cache[key] = preprocess_image(load_image(img), mode=s.aspect_ratio, size=s.size, mean=s.mean,
+                                              std=s.std)
+            keys.append(key)
+            tensors.append(cache[key])
+        return Prepared(self.prompt_ids(messages), torch.stack(tensors), tuple(keys), tuple(images))
 
     def _prepare_all(self, conversations, images, image_root) -> list[Prepared]:
         if isinstance(conversations, str | Conversation):
             raise GenerationError("conversations must be a list (one entry per conversation)")
         if images is not None and len(images) != len(conversations):
             raise GenerationError(f"{len(conversations)} conversations but {len(images)} image lists")
-        return [self.prepare(c, None if images is None else images[i], i, image_root)
+        # object ids stay valid as keys: `images` holds every image until the call returns
+        pixel_cache: dict[Any, torch.Tensor] = {}
+        return [self.prepare(c, None if images is None else images[i], i, image_root, pixel_cache)
                 for i, c in enumerate(conversations)]
 
     # ------------------------------------------------------------------------------ public API
@@ -151,12 +170,17 @@ class Engine:
         texts: list[str] = [""] * len(prepared)
         # Similar lengths together wastes less padding; results go back to the input order.
         order = sorted(range(len(prepared)), key=lambda i: len(prepared[i].ids))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            for events in self.run([prepared[i] for i in chunk], [params] * len(chunk)):
+        chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        # An image's features serve every chunk that uses it, and are dropped after its last one.
+        last_use = {key: n for n, chunk in enumerate(chunks) for i in chunk for key in prepared[i].image_keys or ()}
+        features: dict[Any, torch.Tensor] = {}
+        for n, chunk in enumerate(chunks):
+            for events in self.run([prepared[i] for i in chunk], [params] * len(chunk), features):
                 for ev in events:
                     if ev.finished:
                         texts[chunk[ev.row]] = ev.text or ""
+            for key in [k for k in features if last_use.get(k) == n]:
+                del features[key]
         return texts
 
     def stream(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
@@ -178,9 +202,32 @@ class Engine:
         return torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(
             ~allowed, torch.finfo(self.dtype).min)
 
+    def image_features(self, rows: list[Prepared], store: dict[Any, torch.Tensor] | None = None
+                       ) -> list[torch.Tensor] | None:
+        """Projected features per image occurrence (row-major, as the model's placeholders are filled).
+        Rows' images with equal keys (one object, one path) go through the vision tower once; `store`
+        (key -> features) carries them across calls."""
+        store = {} if store is None else store
+        keys: list[Any] = []
+        todo: dict[Any, torch.Tensor] = {}
+        for r in rows:
+            for j in range(0 if r.pixel_values is None else len(r.pixel_values)):
+                key = r.image_keys[j] if r.image_keys is not None else ("row", id(r), j)
+                keys.append(key)
+                if key not in store and key not in todo:
+                    todo[key] = r.pixel_values[j]
+        if not keys:
+            return None
+        if todo:
+            pixels = torch.stack(list(todo.values())).to(self.device, self.dtype)
+            store.update(zip(todo, self.model.model.get_image_features(pixel_values=pixels).pooler_output))
+        return [store[k] for k in keys]
+
     @torch.inference_mode()
-    def run(self, rows: list[Prepared], params: list[DecodingParams]) -> Iterator[list[Event]]:
-        """Generate for one batch; yields, after each step, the events of that step."""
+    def run(self, rows: list[Prepared], params: list[DecodingParams],
+            image_store: dict[Any, torch.Tensor] | None = None) -> Iterator[list[Event]]:
+        """Generate for one batch; yields, after each step, the events of that step. Each unique image
+        is encoded once (`image_features`; `image_store` shares features across calls)."""
         b = len(rows)
         lengths = [len(r.ids) for r in rows]
         width = max(lengths)
@@ -199,16 +246,21 @@ class Engine:
         q = torch.arange(width, device=dev)
         prefill = (cols[None, :] <= q[:, None])[None] & valid[:, None, :]
         prefill[:, q, q] = True
-        pixels = [r.pixel_values for r in rows if r.pixel_values is not None]
-        pixel_values = torch.cat(pixels).to(dev, self.dtype) if pixels else None
+        feats = self.image_features(rows, image_store)
+        # transformers' own path for precomputed (post-projector) features: it checks the counts and
+        # fills the image placeholders with masked_scatter, as it does for pixel_values.
+        encoded = None if feats is None else {"image": BaseModelOutputWithPooling(pooler_output=feats)}
         cache = StaticCache(config=self.model.config, max_cache_len=total)
-        out = self.model(input_ids=ids, pixel_values=pixel_values, attention_mask=self._mask(prefill[:, None]),
+        out = self.model(input_ids=ids, mm_encoder_outputs=encoded, attention_mask=self._mask(prefill[:, None]),
                          position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
         logits = out.logits[:, -1, :]
         next_pos = positions[:, -1:] + 1
 
         gens = [make_generator(p.seed, dev) for p in params]
-        streams = [TextStream(self.tokenizer, (*self.template.stop_strings, *p.stop)) for p in params]
+        if self._byte_ids is None:
+            self._byte_ids = byte_piece_ids(self.tokenizer)
+        streams = [TextStream(self.tokenizer, (*self.template.stop_strings, *p.stop), self._byte_ids)
+                   for p in params]
         constraints = [JsonConstraint(self.token_table(), p.max_new_tokens) if p.json else None for p in params]
         done = [False] * b
         counts = [0] * b
@@ -255,9 +307,10 @@ class Engine:
         if constraint is not None:
             chosen[i] = constraint.choose(logits[i], p.temperature, p.top_p, gen)
             # The constraint's own text is what was validated, so it is the reply (not a re-decode).
-            stream.text = constraint.text.lstrip()
+            stream.set_text(constraint.text.lstrip())
             if constraint.done:
-                return Event(i, stream.finish(), True, "stop", counts[i], text=stream.final_text)
+                return Event(i, stream.finish(constraint.text.strip()), True, "stop", counts[i],
+                             text=stream.final_text)
             return Event(i, stream.release(final=False), completion_tokens=counts[i])
         token = chosen[i]
         if token in self.stop_ids and not p.ignore_eos:

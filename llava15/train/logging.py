@@ -4,7 +4,8 @@
 (appending, so a resumed run continues the same file; lines of steps past the resume point are
 dropped first so the log reads as one run), one scalar per key to TensorBoard, and to W&B if
 `train.wandb` is set and `wandb` is installed. The bar shows loss, lr, tokens/s, samples/s, memory and
-the ETA. Non-main ranks get a logger that does nothing.
+the ETA; without a terminal a plain line is printed every `log_steps` steps instead. Non-main ranks get
+a logger that does nothing.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
 class MetricsLogger:
     def __init__(self, output_dir: str | Path, total_steps: int, start_step: int, enabled: bool,
                  tensorboard: bool = True, wandb: bool = False, run_config: dict | None = None,
-                 progress: bool = True):
+                 progress: bool = True, log_steps: int = 1):
         self.enabled = enabled
+        self.log_steps = max(1, log_steps)
         self.total_steps = total_steps
         self.bar = None
         self.tb = None
@@ -91,8 +93,14 @@ class MetricsLogger:
             self.wandb.log(metrics, step=step)
 
     def advance(self, step: int, metrics: dict[str, Any]) -> None:
-        """Move the bar to `step` and show the headline metrics."""
+        """Move the bar to `step` and show the headline metrics (a plain line when not on a terminal)."""
         if self.bar is None:
+            return
+        if self.bar.disable:
+            if step % self.log_steps == 0 or step == self.total_steps:
+                say(f"step {step}/{self.total_steps} loss {metrics.get('loss', 0):.4f} "
+                    f"lr {metrics.get('lr', 0):.2e} {metrics.get('samples_per_s', 0):.2f} samples/s "
+                    f"{metrics.get('tokens_per_s', 0):.0f} tok/s mem {metrics.get('memory_mib', 0):.0f} MiB")
             return
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(loss=f"{metrics.get('loss', 0):.4f}", lr=f"{metrics.get('lr', 0):.2e}",

@@ -107,7 +107,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
     local_count = sum(count_supervised(b) for b in micro_batches)
     global_count = all_reduce_sum(local_count, dist_info.device)
     n_micro = len(micro_batches)
-    loss_acc = 0.0
+    loss_acc = torch.zeros((), dtype=torch.float64, device=dist_info.device)  # no host sync per micro-batch
     fsdp = dist_info.distributed and hasattr(model, "set_requires_gradient_sync")
     for i, batch in enumerate(micro_batches):
         batch = to_device(batch, dist_info.device)
@@ -123,10 +123,10 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
             loss_sum, count = supervised_loss_sum(model, batch)
         if ctx.loss_normalization == "token":
             scaled = loss_sum * (dist_info.world_size / max(global_count, 1.0))
-            loss_acc += float(loss_sum.detach())
+            loss_acc += loss_sum.detach()
         else:
             scaled = loss_sum / max(count, 1) / n_micro
-            loss_acc += float(scaled.detach())
+            loss_acc += scaled.detach()
         if not no_grad:
             scaled.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -142,9 +142,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     if ctx.loss_normalization == "token":
-        loss = all_reduce_sum(loss_acc, dist_info.device) / max(global_count, 1.0)
+        loss = all_reduce_sum(float(loss_acc), dist_info.device) / max(global_count, 1.0)
     else:
-        loss = all_reduce_sum(loss_acc, dist_info.device) / dist_info.world_size
+        loss = all_reduce_sum(float(loss_acc), dist_info.device) / dist_info.world_size
     samples = sum(int(b.get("num_samples", b["input_ids"].shape[0])) for b in micro_batches)
     tokens = sum(count_tokens(b) for b in micro_batches)
     return StepResult(loss=loss, samples=int(all_reduce_sum(samples, dist_info.device)),

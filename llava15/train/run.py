@@ -70,7 +70,8 @@ def train(cfg: RecipeConfig) -> Path:
         say(f"resumed from {resume_from} at step {start}/{plan.total_steps}", dist.is_main)
     end = min(plan.total_steps, start + 2) if t_cfg.dry_run else plan.total_steps
     logger = MetricsLogger(out, plan.total_steps, start, enabled=dist.is_main and not t_cfg.dry_run,
-                           tensorboard=t_cfg.tensorboard, wandb=t_cfg.wandb, run_config=recipe_to_dict(cfg))
+                           tensorboard=t_cfg.tensorboard, wandb=t_cfg.wandb, run_config=recipe_to_dict(cfg),
+                           log_steps=t_cfg.log_steps)
     if dist.is_main and not t_cfg.dry_run:
         out.mkdir(parents=True, exist_ok=True)
         (out / "recipe.yaml").write_text(recipe_yaml)

@@ -151,3 +151,62 @@ def test_llava15_load_returns_a_bundle_that_generates(tiny_llava_dir):
                             max_tokens=3, temperature=0)
     assert len(texts) == 1 and isinstance(texts[0], str)
     assert bundle.template == "vicuna_v1" and bundle.model is not None
+
+
+def test_final_text_is_the_originals_decode_for_byte_fallback_runs(engine):
+    """`<0x37><0x6B><0xA0>` is not valid UTF-8: `tokenizer.decode` renders all three bytes as U+FFFD,
+    although the first two alone read `7k`. The reply is the original's decode; no delta shows `7k`."""
+    from llava15.infer.decoding import TextStream, final_text
+
+    tok = engine.tokenizer
+    ids = tok.convert_tokens_to_ids(["<0x37>", "<0x6B>", "<0xA0>"])
+    word = tok.convert_tokens_to_ids(tok.tokenize("Hello"))
+    for row in (ids, word + ids, ids + word, word + ids + [tok.eos_token_id]):
+        expected = tok.decode(row, skip_special_tokens=True).strip()
+        assert final_text(tok, row) == expected
+        stream = TextStream(tok, engine.template.stop_strings)
+        deltas = "".join(stream.push(t)[0] for t in row) + stream.finish()
+        assert stream.final_text == expected and deltas == expected, (row, deltas)
+    assert final_text(tok, ids) == "\ufffd" * 3
+
+
+def test_final_text_cuts_at_the_first_stop_string(engine):
+    from llava15.infer.decoding import final_text
+
+    tok = engine.tokenizer
+    row = tok.encode(" one two. three two.", add_special_tokens=False)
+    assert final_text(tok, row, ["two"]) == "one"
+    assert final_text(tok, row, ["three", "."]) == "one two"
+
+
+def test_every_reply_equals_the_decode_of_its_new_tokens(engine):
+    """Over many random-model replies (byte pieces included): text == decode(ids - stop id).strip()."""
+    tok = engine.tokenizer
+    convs = CONVS + [f"Question number {k}: what do you see?" for k in range(6)]
+    images = IMAGES + [[]] * 6
+    for ev in engine.stream(convs, images, max_new_tokens=24):
+        if ev.finished:
+            ids = [t for t in ev.token_ids if t not in engine.stop_ids]
+            assert ev.text == tok.decode(ids, skip_special_tokens=True).strip(), ev.token_ids
+
+
+def test_each_image_is_encoded_once_for_all_its_questions(bundle, engine, tmp_path):
+    """The eval runner passes one image object to every question about it (and paths repeat): the
+    vision tower sees each unique image once per call, and the answers equal those without sharing."""
+    seen: list[int] = []
+    hook = bundle.model.model.vision_tower.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        red, blue = _img(), _img((20, 64), (0, 90, 200))
+        blue.save(tmp_path / "blue.png")
+        qs = ["<image>\nWhat is this?", "<image>\nWhat colour is it?", "<image>\nDescribe it in detail, please.",
+              "Hi"]
+        convs = qs[:3] + qs[:3] + [qs[3]]
+        shared = [[red]] * 3 + [["blue.png"]] * 3 + [[]]
+        copies = [[red.copy()] for _ in range(3)] + [[blue.copy()] for _ in range(3)] + [[]]
+        answers = engine.generate(convs, shared, image_root=tmp_path, max_new_tokens=8, batch_size=3)
+        assert sum(seen) == 2, seen  # red once, blue once, although they span two batches
+        seen.clear()
+        assert engine.generate(convs, copies, max_new_tokens=8, batch_size=3) == answers
+        assert sum(seen) == 6, seen
+    finally:
+        hook.remove()

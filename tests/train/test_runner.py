@@ -85,11 +85,11 @@ def test_two_processes_fsdp_match_one_process(reference, tiny_sources, data, tmp
     assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-4
 
 
-def test_dry_run_reports_memory_and_projection_and_writes_nothing(tiny_sources, data, tmp_path) -> None:
+def test_dry_run_reports_memory_and_projection_and_writes_nothing(tiny_sources, data, tmp_path, capsys) -> None:
+    from llava15.cli import main
+
     out = tmp_path / "dry"
-    proc = subprocess.run(_cli([*tiny_overrides(tiny_sources, data, out, **RUN), "--dry-run"]),
-                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    text = proc.stdout + proc.stderr
+    assert main(["train", str(TINY_RECIPE), *tiny_overrides(tiny_sources, data, out, **RUN), "--dry-run"]) == 0
+    text = "".join(capsys.readouterr())
     assert "dry run: 2 steps" in text and "peak memory" in text and f"projected time for {STEPS} steps" in text
     assert not (out / "checkpoints").exists() and not (out / "final").exists()

@@ -95,3 +95,11 @@ def test_tiny_recipe_memorises_a_small_dataset(tiny_sources, tmp_path) -> None:
     first, last = losses[0], sum(losses[-5:]) / 5
     assert first > 5.0 and last < 0.4, f"loss went from {first:.3f} to {last:.3f}: the model did not memorise"
     assert read_weights(tmp_path / "out" / "final")
+
+
+def test_original_modality_grouped_batching_runs(tiny_sources, data, tmp_path) -> None:
+    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path, **{
+        **SHORT, "train.max_steps": 2, "train.micro_batch_size": 2, "data.batching": "modality_grouped"}))
+    train(cfg)
+    losses = read_losses(tmp_path)
+    assert len(losses) == 2 and all(loss > 0 for loss in losses)
