@@ -13,7 +13,8 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
 Each (workload, stage) runs in its own process so its peak RSS is its own; the two processes of a stage
 are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
 both alike. Run:
-`python benchmarks/train_throughput.py [--steps 5] [--threads 2]`. Ends with three lines:
+`python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]`
+(`--threads 1 --clock cpu` gives ratios that machine load hardly moves). Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
 """
 
