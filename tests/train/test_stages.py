@@ -88,7 +88,7 @@ def test_lora_run_saves_adapter_and_projector_and_merges(stage1, tiny_sources, d
 def test_tiny_recipe_memorises_a_small_dataset(tiny_sources, tmp_path) -> None:
     data = write_dataset(tmp_path / "data", n=4, text_only=1)
     cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path / "out", **{
-        "train.max_steps": 80, "train.global_batch_size": 5, "train.micro_batch_size": 5, "train.lr": 3e-3,
+        "train.max_steps": 200, "train.global_batch_size": 5, "train.micro_batch_size": 5, "train.lr": 2e-3,
         "train.resume": "none"}))
     train(cfg)
     losses = read_losses(tmp_path / "out")
