@@ -100,6 +100,8 @@ def _eval_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (answers, scores, report)")
     p.add_argument("--batch-size", type=int, default=16, help="questions per generation batch")
     p.add_argument("--limit", type=int, default=0, help="at most N questions per benchmark (0 = all)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="cap the official per-benchmark max_new_tokens (quick checks only)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for LLaVA-Bench/MM-Vet")
     p.add_argument("--judge-model", default=None, help="judge model name")
     p.add_argument("--judge-runs", type=int, default=1, help="judge runs to average (the paper: 3)")

@@ -36,6 +36,7 @@ TOKENIZER_VOCAB = 1024
 WORLD = dict(n_train=1000, n_eval=50)  # training scenes per stage, images per benchmark
 SMOKE_WORLD = dict(n_train=24, n_eval=4)
 SMOKE_TRAIN = ["train.max_steps=2"]
+SMOKE_MAX_NEW_TOKENS = 8  # an untrained model rarely stops: the official 1024 would dominate a smoke run
 
 
 def say(msg: str) -> None:
@@ -91,13 +92,13 @@ def train_stage(recipe: str, overrides: list[str]) -> Path:
     return Path(train(cfg))
 
 
-def evaluate(checkpoint: Path, eval_root: Path, out: Path) -> dict[str, Any]:
+def evaluate(checkpoint: Path, eval_root: Path, out: Path, max_new_tokens: int | None = None) -> dict[str, Any]:
     """Run `llava15 eval run` over the synthetic benchmarks; return demo metrics + the raw scores."""
     from llava15.eval.runner import run_eval
 
     args = argparse.Namespace(model=str(checkpoint), benchmarks=EVAL_BENCHMARKS, data_root=str(eval_root),
                               out=str(out), batch_size=32, limit=0, judge_url=None, judge_model=None,
-                              device=None)
+                              device=None, max_new_tokens=max_new_tokens)
     run_eval(args)
     scores = json.loads((out / "scores.json").read_text())["results"]
     return {"vqa_accuracy": _metric(scores, "vqav2"), "pope_f1": _metric(scores, "pope"),
@@ -135,14 +136,15 @@ def format_compliance(eval_out: Path) -> float:
     return sum(checks) / len(checks) if checks else 0.0
 
 
-def example_chat(checkpoint: Path, image_path: Path, question: str) -> dict[str, str]:
+def example_chat(checkpoint: Path, image_path: Path, question: str, max_new_tokens: int = 48) -> dict[str, str]:
     from llava15.infer.engine import load_generation_bundle
 
     bundle = load_generation_bundle(str(checkpoint))
     prompts = {"with_format_prompt": f"<image>\n{question}\n{SHORT_PROMPT}", "without_format_prompt":
                f"<image>\n{question}"}
     replies = bundle.generate([[{"role": "user", "content": p}] for p in prompts.values()],
-                              [[str(image_path)]] * len(prompts), max_new_tokens=48, temperature=0.0)
+                              [[str(image_path)]] * len(prompts), max_new_tokens=max_new_tokens,
+                              temperature=0.0)
     return dict(zip(prompts, replies))
 
 
@@ -192,9 +194,11 @@ def run_demo(args: argparse.Namespace) -> int:
     checkpoint = stage2 / "final"
     train_seconds = time.time() - start
     say("evaluating on the synthetic benchmarks")
-    metrics = evaluate(checkpoint, Path(world["eval"]["root"]), out / "eval")
+    metrics = evaluate(checkpoint, Path(world["eval"]["root"]), out / "eval",
+                       SMOKE_MAX_NEW_TOKENS if smoke else None)
     example_image = sorted(Path(world["eval"]["pope"]["image_folder"]).glob("*.png"))[0]
-    chat = example_chat(checkpoint, example_image, "What color is the shape in the center?")
+    chat = example_chat(checkpoint, example_image, "What color is the shape in the center?",
+                        SMOKE_MAX_NEW_TOKENS if smoke else 48)
     results = {k: metrics[k] for k in ("vqa_accuracy", "pope_f1", "format_compliance")}
     results.update(seconds=time.time() - start, train_seconds=train_seconds, checkpoint=str(checkpoint),
                    eval_data=world["eval"]["root"], stage1=str(stage1), stage2=str(stage2),
@@ -220,7 +224,8 @@ def eval_only(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     n_eval = (SMOKE_WORLD if getattr(args, "smoke", False) else WORLD)["n_eval"]
     world = synthesize(out / "data", seed=args.seed, n_train=0, n_eval=n_eval)
-    metrics = evaluate(Path(args.checkpoint), Path(world["eval"]["root"]), out / "eval")
+    metrics = evaluate(Path(args.checkpoint), Path(world["eval"]["root"]), out / "eval",
+                       SMOKE_MAX_NEW_TOKENS if getattr(args, "smoke", False) else None)
     results = {k: metrics[k] for k in ("vqa_accuracy", "pope_f1", "format_compliance")}
     results.update(seconds=time.time() - start, checkpoint=str(args.checkpoint), eval_data=world["eval"]["root"],
                    scores=metrics["scores"])

@@ -1,7 +1,8 @@
 """``llava15 eval run``: generate answers for benchmarks with the inference engine, then score and report.
 
 Contract:
-- Questions come from the benchmark module (official files, official prompts and ``max_new_tokens``);
+- Questions come from the benchmark module (official files, official prompts and ``max_new_tokens``;
+  ``--max-new-tokens`` caps it for quick checks and is recorded in the settings);
   decoding is greedy. ``--limit N`` keeps the first N questions of each benchmark.
 - Sharding: under ``torchrun`` (``RANK``/``WORLD_SIZE`` from the environment) rank r takes the r-th
   contiguous ``ceil(n/world)`` chunk, as the original multi-GPU scripts do, and appends its answers to
@@ -134,7 +135,8 @@ def merge_shards(bench_dir: Path, world: int, expected: list[int], timeout_s: fl
     return out
 
 
-def engine_generate(model: str, device: str | None) -> tuple[GenerateFn, dict[str, Any]]:
+def engine_generate(model: str, device: str | None,
+                    max_new_tokens_cap: int | None = None) -> tuple[GenerateFn, dict[str, Any]]:
     """Load the checkpoint once; return the batched greedy generate function and the model settings."""
     from llava15.data.conversation import Message
     from llava15.infer.engine import load_generation_bundle
@@ -145,7 +147,8 @@ def engine_generate(model: str, device: str | None) -> tuple[GenerateFn, dict[st
     def generate(batch: list[Question], images: list[list[Any]], batch_size: int) -> list[str]:
         convs = [[Message("user", q.prompt_text)] for q in batch]
         return engine.generate(convs, images, batch_size=batch_size,
-                               max_new_tokens=batch[0].max_new_tokens, temperature=0.0)  # fmt: skip
+                               max_new_tokens=min(batch[0].max_new_tokens, max_new_tokens_cap or 1 << 30),
+                               temperature=0.0)  # fmt: skip
 
     settings = {"model": str(model), "template": bundle.template, "dtype": str(engine.dtype),
                 "device": str(engine.device), "image": vars(bundle.image) if hasattr(bundle.image, "__dict__")
@@ -164,7 +167,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    generate, model_settings = engine_generate(args.model, device)
+    cap = getattr(args, "max_new_tokens", None)
+    generate, model_settings = engine_generate(args.model, device, cap)
+    if cap:
+        model_settings["max_new_tokens_cap"] = cap  # not the official protocol: recorded with the scores
     batch_size, limit = int(args.batch_size), int(getattr(args, "limit", 0) or 0)
     model_id = Path(str(args.model).rstrip("/")).name
     plan: dict[str, list[int]] = {}
