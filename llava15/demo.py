@@ -167,9 +167,10 @@ def print_summary(results: dict[str, Any]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     if getattr(args, "llm", None) == "smollm2":
-        from llava15.showcase import run_showcase
-
-        return run_showcase(args)
+        raise SystemExit("llava15 demo --llm smollm2: the SmolLM2 showcase is not built yet (issue #8); "
+                         "model.llm=smollm2-135m-instruct already works in any recipe")
+    if getattr(args, "ablations", False):
+        raise SystemExit("llava15 demo --ablations: the ablations are not built yet (issue #7)")
     if args.eval_only:
         return eval_only(args)
     from llava15.data.synthetic import synthesize
