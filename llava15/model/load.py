@@ -314,7 +314,7 @@ def load_bin(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # torch raises UnpicklingError (wrapped differently across versions)
         raise UnsafeCheckpointError(
             f"{path}: refusing to load this .bin: it is not a plain tensor pickle and would need "
-            f"an unrestricted unpickler, which can execute arbitrary code. Convert it to safetensors "
+            f"loading without weights_only=True (the full unpickler), which can execute arbitrary code. Convert it to safetensors "
             f"with a trusted tool first. ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
         ) from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
