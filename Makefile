@@ -8,7 +8,7 @@ TORCH_SPEC ?= $(shell test -d /etc/xdg/pip && echo 'torch==2.13.0' || echo 'torc
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean showcase
+.PHONY: setup demo test lint bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,6 @@ demo: $(STAMP)
 test: $(STAMP) $(SMOLLM2)
 	$(BIN)/ruff check llava15 tests benchmarks
 	$(BIN)/python -m pytest -q -x --timeout=900 tests
-
-showcase: $(STAMP) $(SMOLLM2)
-	$(BIN)/llava15 demo --llm smollm2 --out demo-output-smollm2
 
 lint: $(STAMP)
 	$(BIN)/ruff check llava15 tests benchmarks
