@@ -51,13 +51,21 @@ class Benchmark:
     """Folder under the evaluation root."""
     max_new_tokens: int = 128
     judged: bool = False
+    question_file: str = ""
+    """A ``model_vqa_loader.py``-style question file under ``folder`` (for the default ``load``)."""
+    image_dir: str = ""
+    """Its image folder under ``folder`` ("" = ``folder`` itself)."""
 
     # ---- files
     def root(self, data_root: str | Path) -> Path:
         return eval_root(data_root) / self.folder
 
     def load(self, data_root: str | Path) -> list[Question]:
-        raise NotImplementedError
+        """Questions of ``question_file`` (``<image>\\n`` + text); benchmarks with other files override."""
+        if not self.question_file:
+            raise NotImplementedError(f"{self.name}: no question_file and no load()")
+        root = self.root(data_root)
+        return loader_questions(root / self.question_file, root / self.image_dir, self.max_new_tokens)
 
     def open_image(self, question: Question) -> Any:
         """The PIL image for a question (RGB), or None. MMBench overrides (base64 in the TSV)."""

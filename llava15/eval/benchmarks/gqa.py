@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, result, write_json
+from llava15.eval.benchmarks.base import Benchmark, result, write_json
 from llava15.eval.metrics import gqa_postprocess
 
 
@@ -21,12 +21,8 @@ class GQA(Benchmark):
     title = "GQA"
     folder = "gqa"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(
-            root / "llava_gqa_testdev_balanced.jsonl", root / "data" / "images", self.max_new_tokens
-        )
+    question_file = "llava_gqa_testdev_balanced.jsonl"
+    image_dir = "data/images"
 
     def score(
         self,

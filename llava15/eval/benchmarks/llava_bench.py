@@ -16,8 +16,6 @@ from typing import Any
 
 from llava15.eval.benchmarks.base import (
     Benchmark,
-    Question,
-    loader_questions,
     read_jsonl,
     require,
     result,
@@ -32,11 +30,9 @@ class LlavaBench(Benchmark):
     title = "LLaVA-W"
     folder = "llava-bench-in-the-wild"
     max_new_tokens = 1024
+    question_file = "questions.jsonl"
+    image_dir = "images"
     judged = True
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(root / "questions.jsonl", root / "images", self.max_new_tokens)
 
     def score(
         self,

@@ -15,8 +15,6 @@ from typing import Any
 from llava15.eval.benchmarks.base import (
     SHORT_ANSWER,
     Benchmark,
-    Question,
-    loader_questions,
     read_jsonl,
     recorded_prompts,
     require,
@@ -48,12 +46,8 @@ class Mme(Benchmark):
     title = "MME"
     folder = "MME"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(
-            root / "llava_mme.jsonl", root / "MME_Benchmark_release_version", self.max_new_tokens
-        )
+    question_file = "llava_mme.jsonl"
+    image_dir = "MME_Benchmark_release_version"
 
     def score(
         self,

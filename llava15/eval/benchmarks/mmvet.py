@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, require, result, write_json
+from llava15.eval.benchmarks.base import Benchmark, require, result, write_json
 from llava15.eval.judge import mmvet_grade
 from llava15.eval.metrics import mmvet_scores
 
@@ -24,11 +24,9 @@ class MMVet(Benchmark):
     title = "MM-Vet"
     folder = "mm-vet"
     max_new_tokens = 1024
+    question_file = "llava-mm-vet.jsonl"
+    image_dir = "images"
     judged = True
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(root / "llava-mm-vet.jsonl", root / "images", self.max_new_tokens)
 
     def score(
         self,

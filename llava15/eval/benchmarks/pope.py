@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, read_jsonl, require, result
+from llava15.eval.benchmarks.base import Benchmark, read_jsonl, require, result
 from llava15.eval.metrics import pope_scores
 
 
@@ -20,10 +20,8 @@ class Pope(Benchmark):
     title = "POPE"
     folder = "pope"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(root / "llava_pope_test.jsonl", root / "val2014", self.max_new_tokens)
+    question_file = "llava_pope_test.jsonl"
+    image_dir = "val2014"
 
     def score(
         self,

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, require, result, write_jsonl
+from llava15.eval.benchmarks.base import Benchmark, require, result, write_jsonl
 from llava15.eval.metrics import seed_match
 
 
@@ -22,10 +22,8 @@ class SeedBench(Benchmark):
     title = "SEED"
     folder = "seed_bench"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(root / "llava-seed-bench.jsonl", root, self.max_new_tokens)
+    question_file = "llava-seed-bench.jsonl"
+    image_dir = ""
 
     def score(
         self,

@@ -15,8 +15,6 @@ from typing import Any
 
 from llava15.eval.benchmarks.base import (
     Benchmark,
-    Question,
-    loader_questions,
     read_jsonl,
     recorded_prompts,
     require,
@@ -49,12 +47,8 @@ class TextVQA(Benchmark):
     title = "VQAT"
     folder = "textvqa"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(
-            root / "llava_textvqa_val_v051_ocr.jsonl", root / "train_images", self.max_new_tokens
-        )
+    question_file = "llava_textvqa_val_v051_ocr.jsonl"
+    image_dir = "train_images"
 
     def score(
         self,

@@ -12,8 +12,6 @@ from typing import Any
 
 from llava15.eval.benchmarks.base import (
     Benchmark,
-    Question,
-    loader_questions,
     read_jsonl,
     require,
     result,
@@ -27,10 +25,8 @@ class VizWiz(Benchmark):
     title = "VizWiz"
     folder = "vizwiz"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(root / "llava_test.jsonl", root / "test", self.max_new_tokens)
+    question_file = "llava_test.jsonl"
+    image_dir = "test"
 
     def score(
         self,

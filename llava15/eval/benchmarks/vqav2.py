@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import Benchmark, Question, loader_questions, read_jsonl, result, write_json
+from llava15.eval.benchmarks.base import Benchmark, read_jsonl, result, write_json
 from llava15.eval.metrics import normalize_answer, vqaeval_accuracy
 
 
@@ -23,12 +23,8 @@ class VQAv2(Benchmark):
     title = "VQAv2"
     folder = "vqav2"
     max_new_tokens = 128
-
-    def load(self, data_root: str | Path) -> list[Question]:
-        root = self.root(data_root)
-        return loader_questions(
-            root / "llava_vqav2_mscoco_test-dev2015.jsonl", root / "test2015", self.max_new_tokens
-        )
+    question_file = "llava_vqav2_mscoco_test-dev2015.jsonl"
+    image_dir = "test2015"
 
     def score(
         self,
