@@ -23,22 +23,12 @@ import torch
 
 
 def build(dry: bool, device: torch.device):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaForConditionalGeneration
 
-    if dry:
-        vision = CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=2,
-                                  num_attention_heads=2, intermediate_size=64)
-        text = LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=4, intermediate_size=128, max_position_embeddings=4096)
-    else:
-        vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_hidden_layers=24,
-                                  num_attention_heads=16, intermediate_size=4096, projection_dim=768)
-        text = LlamaConfig(vocab_size=32064, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                           num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096,
-                           rms_norm_eps=1e-5)
-    text.use_cache = False
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 64,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
+    from llava15.testing import llava_7b_config
+
+    cfg = llava_7b_config(dry)
+    cfg.text_config.use_cache = False
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
     torch.set_default_dtype(dtype)
     with torch.device(device):

@@ -185,3 +185,24 @@ def make_bench_small_llava(dir: str | Path, tokenizer_dir: str | Path | None = N
             model.resize_token_embeddings(BENCH_VOCAB, mean_resizing=False)
         save_checkpoint(model, tok, dir, template=template, image=image)
     return dir
+
+
+def llava_7b_config(tiny: bool = False):
+    """LLaVA-1.5-7B's shape (CLIP-L/336 + Llama-7B, vocab 32064) as a `LlavaConfig`, for random-weight
+    GPU benchmarks; `tiny=True` gives a toy model of the same structure for CPU dry runs."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+    if tiny:
+        vision = CLIPVisionConfig(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64)
+        text = LlamaConfig(vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=4, intermediate_size=128, max_position_embeddings=4096)
+    else:
+        vision = CLIPVisionConfig(image_size=336, patch_size=14, hidden_size=1024, num_hidden_layers=24,
+                                  num_attention_heads=16, intermediate_size=4096, projection_dim=768)
+        text = LlamaConfig(vocab_size=32064, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                           num_key_value_heads=32, intermediate_size=11008, max_position_embeddings=4096,
+                           rms_norm_eps=1e-5)
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 64,
+                       projector_hidden_act="gelu", vision_feature_layer=-2,
+                       vision_feature_select_strategy="default")
