@@ -8,6 +8,6 @@ captions, prompts) and `text_only` -> `records` (training records) -> `benchmark
 `run_synth`).
 """
 
-from llava15.data.synthetic.build import add_arguments, run_synth, synthesize
+from llava15.data.synthetic.build import run_synth, synthesize
 
-__all__ = ["add_arguments", "run_synth", "synthesize"]
+__all__ = ["run_synth", "synthesize"]

@@ -106,15 +106,6 @@ def _kind_counts(recs: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `llava15 data synth` options (the CLI wires this parser to `run_synth`)."""
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="world seed (a new seed gives disjoint eval sets)")
-    parser.add_argument("--train", type=int, default=DEFAULT_TRAIN, help="training scenes per stage (0: none)")
-    parser.add_argument("--eval", type=int, default=DEFAULT_EVAL, help="images per benchmark (0: none)")
-    parser.add_argument("--size", type=int, default=DEFAULT_IMAGE_SIZE, help="object grid side in pixels")
-
-
 def run_synth(args: argparse.Namespace) -> int:
     """`llava15 data synth --out DIR --seed S [--train N] [--eval N] [--size PX]`; returns the exit code.
 
