@@ -10,6 +10,10 @@ if [ "${1:-}" = "--dry-run" ]; then DRY="--dry-run"; fi
 
 echo "== training (benchmarks/gpu_train.py $DRY)"
 timeout 420 "$PY" benchmarks/gpu_train.py $DRY
+if [ -z "$DRY" ]; then
+  echo "== training, stage 1 without activation checkpointing, 8 samples per row (the frozen LLM fits)"
+  timeout 240 "$PY" benchmarks/gpu_train.py --no-checkpointing --micro 8 --stages stage1 || echo "failed (exit $?)"
+fi
 
 if [ -f benchmarks/gpu_decode.py ]; then
   if [ -n "$DRY" ]; then

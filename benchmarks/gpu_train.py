@@ -96,7 +96,7 @@ def run_stage(name: str, args, device) -> dict:
     for p in model.parameters():  # trainable weights are fp32 masters
         if p.requires_grad:
             p.data = p.data.float()
-    if not args.dry_run:
+    if not args.dry_run and not args.no_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     tcfg = TrainConfig(lr=lr, projector_lr=2e-5 if name != "stage1" else None, warmup_ratio=0.0)
@@ -141,14 +141,17 @@ def main() -> None:
     p.add_argument("--text", type=int, default=256, help="text tokens per sample (besides 576 image tokens)")
     p.add_argument("--lora-r", type=int, default=128, help="LoRA rank (alpha = 2r)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card")
+    p.add_argument("--no-checkpointing", action="store_true", help="no activation checkpointing (frozen LLM fits)")
+    p.add_argument("--stages", default="stage1,stage2_lora", help="comma-separated: stage1, stage2_lora")
     args = p.parse_args()
     device = torch.device("cpu") if args.dry_run or not torch.cuda.is_available() else torch.device("cuda")
     if args.dry_run:
         args.steps, args.warmup, args.micro, args.accum, args.text = 1, 0, 2, 2, 24
     card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)"
     print(f"device: {card}; micro {args.micro} samples/row × {args.accum} accumulation, "
-          f"{args.text} text tokens + image per sample")
-    rows = [run_stage(name, args, device) for name in ("stage1", "stage2_lora")]
+          f"{args.text} text tokens + image per sample; activation checkpointing "
+          f"{'off' if args.no_checkpointing or args.dry_run else 'on'}")
+    rows = [run_stage(name, args, device) for name in args.stages.split(",")]
     print(f"{'stage':<12} {'samples/s':>10} {'tokens/s':>10} {'step s':>8} {'TFLOP/s':>8} {'MFU':>7} "
           f"{'mem GiB':>8} {'loss':>8}")
     for r in rows:

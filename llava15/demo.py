@@ -7,10 +7,11 @@ stage 2 → `eval run` on the synthetic benchmarks with the real metrics → res
 `results.json` → one chat answer with and without the format prompt.
 
 Stage 1 and stage 2 run through `llava15.train.run.train` with the recipes `recipes/demo_stage1.yaml`
-and `recipes/demo_stage2.yaml`. One deliberate difference from the paper: because the vision tower and
-the LM start from random weights here, stage 1 trains them too (`train.stage: all`) rather than the
-projector alone; stage 2 then starts from stage 1's whole checkpoint and trains projector + LM with the
-tower frozen, as the paper does.
+and `recipes/demo_stage2.yaml`. Differences from the paper, all because nothing pretrained can be
+downloaded here: the vision tower is first pretrained on the synthetic world with dense per-patch labels
+(`train.vision_pretrain`, the stand-in for CLIP's pretraining), and the LM starts from random weights,
+so stage 1 trains projector + LM (tower frozen) rather than the projector alone; stage 2 then starts
+from stage 1's whole checkpoint and trains projector + LM with the tower frozen, as the paper does.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ SHORT_PROMPT = "Answer the question using a single word or phrase."
 LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 
 # The demo's from-scratch model: small enough to train in minutes on two cores.
-VISION = dict(image_size=96, patch_size=16, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+# Patch 32: one image token per grid cell (9), which keeps stages 1-2 cheap.
+VISION = dict(image_size=96, patch_size=32, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
               num_attention_heads=4, projection_dim=128, hidden_act="quick_gelu")
+VISION_PRETRAIN_IMAGES = 16000  # fresh synthetic scenes for the tower's dense pretraining
+SMOKE_VISION_PRETRAIN_IMAGES = 64
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
             num_key_value_heads=6, max_position_embeddings=1024)
 TOKENIZER_VOCAB = 1024
@@ -43,33 +47,24 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def make_from_scratch_towers(out: Path, corpus: Path, seed: int) -> tuple[Path, Path]:
-    """Tokenizer trained on the world's corpus, random CLIP vision tower and Llama LM, HF format."""
+def make_from_scratch_towers(out: Path, corpus: Path, seed: int, vision_images: int = VISION_PRETRAIN_IMAGES
+                             ) -> tuple[Path, Path]:
+    """Tokenizer trained on the world's corpus, a CLIP vision tower pretrained on synthetic scenes, and a
+    random Llama LM, all in HF format."""
     import torch
-    from transformers import (
-        CLIPVisionConfig,
-        CLIPVisionModel,
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    from llava15.data.images import CLIP_MEAN, CLIP_STD
     from llava15.data.templates import get_template
     from llava15.model.tokenizer import train_sentencepiece_tokenizer
+    from llava15.train.vision_pretrain import pretrain_vision_tower
 
     llm_dir, vision_dir = out / "llm", out / "vision_tower"
     vicuna = get_template("vicuna_v1")
     texts = corpus.read_text().splitlines() + [vicuna.render([], add_generation_prompt=False), "USER:", "ASSISTANT:"]
     tok = _load_tokenizer(train_sentencepiece_tokenizer(texts, llm_dir, TOKENIZER_VOCAB))
+    say(f"pretraining the vision tower on {vision_images} synthetic scenes → {vision_dir}")
+    pretrain_vision_tower(vision_dir, VISION, seed=seed, n_images=vision_images, image_size=VISION["image_size"])
     torch.manual_seed(seed)
-    CLIPVisionModel(CLIPVisionConfig(**VISION)).save_pretrained(vision_dir)
-    size = VISION["image_size"]
-    (vision_dir / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
-        "do_center_crop": True, "crop_size": {"height": size, "width": size}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD), "resample": 3, "do_convert_rgb": True}, indent=2))
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), bos_token_id=1, eos_token_id=2, pad_token_id=0,
                                       rms_norm_eps=1e-5, tie_word_embeddings=False, **TEXT))
     lm.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -167,8 +162,9 @@ def print_summary(results: dict[str, Any]) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     if getattr(args, "llm", None) == "smollm2":
-        raise SystemExit("llava15 demo --llm smollm2: the SmolLM2 showcase is not built yet (issue #8); "
-                         "model.llm=smollm2-135m-instruct already works in any recipe")
+        from llava15.showcase import run_showcase
+
+        return run_showcase(args)
     if getattr(args, "ablations", False):
         raise SystemExit("llava15 demo --ablations: the ablations are not built yet (issue #7)")
     if args.eval_only:
@@ -183,7 +179,8 @@ def run_demo(args: argparse.Namespace) -> int:
     world = synthesize(out / "data", seed=args.seed, **(SMOKE_WORLD if smoke else WORLD))
     extra = SMOKE_TRAIN if smoke else []
     init = out / "init"
-    vision_dir, llm_dir = make_from_scratch_towers(init, Path(world["corpus"]), args.seed)
+    vision_dir, llm_dir = make_from_scratch_towers(
+        init, Path(world["corpus"]), args.seed, SMOKE_VISION_PRETRAIN_IMAGES if smoke else VISION_PRETRAIN_IMAGES)
     stage1 = train_stage("demo_stage1.yaml", [
         f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
         f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
