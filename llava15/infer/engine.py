@@ -18,14 +18,16 @@ Contract:
   mask is built once as a 4-D tensor and updated in place, so no step allocates per-token buffers or
   rebuilds masks. Prefill computes only the last position's logits. Each row keeps its own decoding
   settings, stop strings/ids, seeded generator and JSON constraint, so batched greedy output equals
-  batch-of-one output. `cuda_graphs=True` replays each decode step as one CUDA graph (GPU only).
+  batch-of-one output. `cuda_graphs=True` replays each decode step as one CUDA graph (GPU only) and
+  keeps the last decode step (cache and graph) for the next run of the same batch size and length.
+  `lookahead` (default: on CUDA) lets an all-greedy batch launch step n+1 from the on-device argmax
+  before the host reads token n (same tokens). Decode steps: `decode_step.py`; per-row state: `rows.py`.
 - `load_generation_bundle(path_or_id, **kw)` -> `GenerationBundle` (a `LlavaBundle` with `.generate`
   and `.stream` bound to one lazily built `Engine`).
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -33,16 +35,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StaticCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from llava15.data.conversation import IMAGE_TOKEN, Conversation, Message
 from llava15.data.images import load_image, preprocess_image
 from llava15.data.templates import get_template
 from llava15.data.tokenization import encode_prompt, stop_token_ids
-from llava15.infer.cuda_graph import DecodeGraph
+from llava15.infer.decode_step import DecodeStep, StepPool
 from llava15.infer.decoding import DecodingParams, TextStream, byte_piece_ids, make_generator, select_tokens
 from llava15.infer.json_constraint import JsonConstraint, TokenTable
+from llava15.infer.lm_head import DecodeHead
+from llava15.infer.rows import Event, RowState
 from llava15.model.load import LlavaBundle, load_bundle
 
 ConversationLike = Conversation | Sequence[Message | dict] | str
@@ -64,18 +67,6 @@ class Prepared:
     sources: tuple[Any, ...] = field(default=(), repr=False)
 
 
-@dataclass
-class Event:
-    row: int
-    delta: str = ""
-    finished: bool = False
-    finish_reason: str | None = None  # "stop" | "length" once finished
-    completion_tokens: int = 0
-    prompt_tokens: int = 0
-    text: str | None = None  # the whole reply, on the finished event
-    token_ids: list[int] | None = None  # the generated ids (stop id included), on the finished event
-
-
 def to_messages(conv: ConversationLike) -> list[Message]:
     if isinstance(conv, str):
         return [Message("user", conv)]
@@ -89,9 +80,11 @@ def to_messages(conv: ConversationLike) -> list[Message]:
 
 
 class Engine:
-    def __init__(self, bundle: LlavaBundle, template: str | None = None, cuda_graphs: bool = False) -> None:
+    def __init__(self, bundle: LlavaBundle, template: str | None = None, cuda_graphs: bool = False,
+                 lookahead: bool | None = None) -> None:
         self.bundle = bundle
         self.cuda_graphs = cuda_graphs
+        self.lookahead = lookahead  # None: on CUDA only (on CPU the extra step after a stop is pure cost)
         self.model = bundle.model
         self.tokenizer = bundle.tokenizer
         self.template = get_template(template or bundle.template, tokenizer=self.tokenizer)
@@ -108,7 +101,8 @@ class Engine:
             names = inspect.signature(self.model.forward).parameters
             self._cache_kw = "cache" if "cache" in names else "past_key_values"
             self._lm = self.model.model.language_model
-            self._head = self.model.lm_head
+            self._head = DecodeHead(self.model.lm_head)
+            self._steps = StepPool(self)
 
     # ------------------------------------------------------------------------------ preparing
     def prompt_ids(self, messages: list[Message]) -> list[int]:
@@ -250,77 +244,48 @@ class Engine:
         # transformers' own path for precomputed (post-projector) features: it checks the counts and
         # fills the image placeholders with masked_scatter, as it does for pixel_values.
         encoded = None if feats is None else {"image": BaseModelOutputWithPooling(pooler_output=feats)}
-        cache = StaticCache(config=self.model.config, max_cache_len=total)
-        out = self.model(input_ids=ids, mm_encoder_outputs=encoded, attention_mask=self._mask(prefill[:, None]),
-                         position_ids=positions, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
-        logits = out.logits[:, -1, :]
-        next_pos = positions[:, -1:] + 1
+        with self._steps.take(b, total) as decode:
+            decode.start(valid, positions[:, -1:] + 1, width)
+            out = self.model(input_ids=ids, mm_encoder_outputs=encoded, attention_mask=self._mask(prefill[:, None]),
+                             position_ids=positions, use_cache=True, logits_to_keep=1,
+                             **{self._cache_kw: decode.cache})
+            yield from self._decode(decode, out.logits[:, -1, :], params, lengths, total - width)
 
-        gens = [make_generator(p.seed, dev) for p in params]
+    def _decode(self, decode: DecodeStep, logits: torch.Tensor, params: list[DecodingParams], lengths: list[int],
+                steps: int) -> Iterator[list[Event]]:
+        dev = logits.device
         if self._byte_ids is None:
             self._byte_ids = byte_piece_ids(self.tokenizer)
-        streams = [TextStream(self.tokenizer, (*self.template.stop_strings, *p.stop), self._byte_ids)
-                   for p in params]
-        constraints = [JsonConstraint(self.token_table(), p.max_new_tokens) if p.json else None for p in params]
-        done = [False] * b
-        counts = [0] * b
-        generated: list[list[int]] = [[] for _ in range(b)]
-        graph: DecodeGraph | None = None
-        for step in range(total - width):
-            chosen = select_tokens(logits, params, gens)
+        states = [RowState(i, p, lengths[i], TextStream(self.tokenizer, (*self.template.stop_strings, *p.stop),
+                                                        self._byte_ids),
+                           JsonConstraint(self.token_table(), p.max_new_tokens) if p.json else None,
+                           make_generator(p.seed, dev), self.stop_ids) for i, p in enumerate(params)]
+        gens = [r.generator for r in states]
+        # All-greedy batches need only the argmax: the step then returns tokens (see DecodeStep.greedy),
+        # and with `lookahead` launches the next step from the on-device argmax before the host has
+        # read this step's tokens (DecodeStep.greedy_ahead); a row that stops meanwhile drops its extra token.
+        greedy = all(p.greedy and not p.json for p in params)
+        ahead = greedy and (dev.type == "cuda" if self.lookahead is None else self.lookahead)
+        for step in range(steps):
+            if ahead:
+                chosen, following = decode.greedy_ahead(logits, launch=step + 1 < steps)
+            elif step == 0 or not greedy:
+                chosen = select_tokens(logits, params, gens)
             events = []
-            for i in range(b):
-                if done[i]:
-                    chosen[i] = self.pad_id
-                    continue
-                ev = self._advance(i, chosen, logits, params[i], gens[i], streams[i], constraints[i], counts)
-                generated[i].append(chosen[i])
-                ev.prompt_tokens = lengths[i]
-                if ev.finished:
-                    ev.token_ids = generated[i]
-                done[i] = ev.finished
-                events.append(ev)
+            for r in states:
+                if r.done:
+                    chosen[r.index] = self.pad_id
+                else:
+                    events.append(r.advance(chosen, logits))
             yield events
-            if all(done):
+            if all(r.done for r in states):
                 return
-            valid[:, width + step] = True
-            token = torch.tensor(chosen, dtype=torch.long, device=dev)[:, None]
-            if graph is None and self.cuda_graphs and dev.type == "cuda" and self._bool_mask:
-                # the graph reads `valid`, `next_pos` and `cache` in place: they are never rebound
-                graph = DecodeGraph(functools.partial(self._decode, valid=valid, positions=next_pos, cache=cache),
-                                    token, cache)
-            logits = graph(token) if graph is not None else self._decode(token, valid, next_pos, cache)
-            next_pos += 1
-
-    def _decode(self, token: torch.Tensor, valid: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        # Decode steps call the language model and lm_head directly: no image can occur here, and
-        # skipping the LLaVA wrapper's per-call work is a measurable share of a small model's step.
-        hidden = self._lm(input_ids=token, attention_mask=self._mask(valid[:, None, None, :]),
-                          position_ids=positions, use_cache=True, **{self._cache_kw: cache})
-        return self._head(hidden.last_hidden_state[:, -1, :])
-
-    def _advance(self, i: int, chosen: list[int], logits: torch.Tensor, p: DecodingParams,
-                 gen: torch.Generator | None, stream: TextStream, constraint: JsonConstraint | None,
-                 counts: list[int]) -> Event:
-        """Apply row i's chosen token: stop ids, stop strings, JSON constraint, length limit."""
-        counts[i] += 1
-        if constraint is not None:
-            chosen[i] = constraint.choose(logits[i], p.temperature, p.top_p, gen)
-            # The constraint's own text is what was validated, so it is the reply (not a re-decode).
-            stream.set_text(constraint.text.lstrip())
-            if constraint.done:
-                return Event(i, stream.finish(constraint.text.strip()), True, "stop", counts[i],
-                             text=stream.final_text)
-            return Event(i, stream.release(final=False), completion_tokens=counts[i])
-        token = chosen[i]
-        if token in self.stop_ids and not p.ignore_eos:
-            return Event(i, stream.finish(), True, "stop", counts[i], text=stream.final_text)
-        delta, stopped = stream.push(token)
-        if stopped:
-            return Event(i, delta, True, "stop", counts[i], text=stream.final_text)
-        if counts[i] >= p.max_new_tokens:
-            return Event(i, delta + stream.finish(), True, "length", counts[i], text=stream.final_text)
-        return Event(i, delta, completion_tokens=counts[i])
+            if ahead:
+                logits = following
+            elif greedy:
+                chosen = decode.greedy(torch.tensor(chosen, dtype=torch.long, device=dev)[:, None])
+            else:
+                logits = decode(torch.tensor(chosen, dtype=torch.long, device=dev)[:, None])
 
 
 class GenerationBundle(LlavaBundle):
