@@ -67,13 +67,8 @@ def vision_tower(out: Path, seed: int, smoke: bool, given: str | None = None) ->
             raise SystemExit(f"--vision-tower {given}: not a vision tower folder (no config.json)")
         say(f"vision tower: {given} (given, not retrained)")
         return Path(given)
-    try:
-        from llava15.train.vision_pretrain import pretrain_vision_tower
-    except ModuleNotFoundError as exc:
-        if exc.name != "llava15.train.vision_pretrain":
-            raise
-        raise SystemExit("llava15 demo --llm smollm2 needs llava15.train.vision_pretrain (the synthetic "
-                         "vision-tower pretraining of issue #8), which this installation lacks") from None
+    from llava15.train.vision_pretrain import pretrain_vision_tower
+
     kw = {**(SMOKE_VISION_PRETRAIN if smoke else VISION_PRETRAIN), "image_size": VISION["image_size"]}
     say(f"pretraining the vision tower on synthetic scenes → {out}")
     return Path(pretrain_vision_tower(out, VISION, seed=seed, **kw))
