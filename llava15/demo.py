@@ -143,6 +143,12 @@ def example_chat(checkpoint: Path, image_path: Path, question: str, max_new_toke
     return dict(zip(prompts, replies))
 
 
+def print_example_chat(image: Path, replies: dict[str, str]) -> None:
+    say(f"example chat on {image.name}:")
+    for key, reply in replies.items():
+        print(f"  {key.replace('_', ' ')}: {reply!r}")
+
+
 def write_results(out: Path, results: dict[str, Any]) -> Path:
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=2, default=str))
@@ -204,9 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
                    example_chat={"image": str(example_image), **chat}, scores=metrics["scores"])
     path = write_results(out, results)
     print_summary(results)
-    say(f"example chat on {example_image.name}:")
-    for key, reply in chat.items():
-        print(f"  {key.replace('_', ' ')}: {reply!r}")
+    print_example_chat(example_image, chat)
     say(f"artifacts: checkpoint {checkpoint} | report {results['report']} | chart {results['chart']} | "
         f"results {path}")
     return 0

@@ -170,9 +170,7 @@ def run_showcase(args: argparse.Namespace) -> int:
                    example_chat={"image": str(example_image), **chat}, scores=metrics["scores"])
     path = demo.write_results(out, results)
     print_summary(results)
-    say(f"example chat on {example_image.name}:")
-    for key, reply in chat.items():
-        print(f"  {key.replace('_', ' ')}: {reply!r}")
+    demo.print_example_chat(example_image, chat)
     say(f"artifacts: checkpoint {checkpoint} | report {results['report']} | probe {probe['file']} | "
         f"results {path}")
     return 0

@@ -19,7 +19,6 @@ Contract (everything deterministic, seeded; nothing touches the network):
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -81,19 +80,11 @@ def _clip_vision_kwargs(image_size: int = 56, hidden: int = 32, layers: int = 2,
                 projection_dim=hidden, hidden_act="quick_gelu")
 
 
-def _write_clip_preprocessor(dir: Path, size: int) -> None:
-    from llava15.model.load import CLIP_MEAN, CLIP_STD
-
-    pp = {"crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_convert_rgb": True,
-          "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": list(CLIP_MEAN),
-          "image_processor_type": "CLIPImageProcessor", "image_std": list(CLIP_STD), "resample": 3,
-          "rescale_factor": 1 / 255, "size": {"shortest_edge": size}}
-    (dir / "preprocessor_config.json").write_text(json.dumps(pp, indent=2))
-
-
 def make_tiny_clip(dir: str | Path, image_size: int = 56, seed: int = TINY_SEED, **vision: int) -> Path:
     """A random two-tower CLIPModel folder (vision tower `image_size` px, patch 14)."""
     from transformers import CLIPConfig, CLIPModel
+
+    from llava15.data.images import write_clip_preprocessor_config
 
     dir = Path(dir)
     torch.manual_seed(seed)
@@ -103,7 +94,7 @@ def make_tiny_clip(dir: str | Path, image_size: int = 56, seed: int = TINY_SEED,
                 pad_token_id=1, projection_dim=vcfg["projection_dim"])
     model = CLIPModel(CLIPConfig(text_config=tcfg, vision_config=vcfg, projection_dim=vcfg["projection_dim"]))
     model.save_pretrained(dir)
-    _write_clip_preprocessor(dir, image_size)
+    write_clip_preprocessor_config(dir, image_size)
     return dir
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ from PIL import Image
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MODES = ("pad", "square", "resize")
+
+
+def write_clip_preprocessor_config(folder: Path, size: int) -> Path:
+    """`folder/preprocessor_config.json`: CLIP's image processor at `size` (what `AutoImageProcessor`
+    and vLLM read for a vision-tower folder)."""
+    config = {"crop_size": {"height": size, "width": size}, "do_center_crop": True, "do_convert_rgb": True,
+              "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": list(CLIP_MEAN),
+              "image_processor_type": "CLIPImageProcessor", "image_std": list(CLIP_STD), "resample": 3,
+              "rescale_factor": 1 / 255, "size": {"shortest_edge": size}}
+    path = Path(folder) / "preprocessor_config.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def load_image(src: Any) -> Image.Image:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llava15.data.images import CLIP_MEAN, CLIP_STD, preprocess_image
+from llava15.data.images import preprocess_image, write_clip_preprocessor_config
 from llava15.data.synthetic.labels import (
     HEAD_NAMES,
     HEAD_SIZES,
@@ -40,15 +40,6 @@ from llava15.data.synthetic.world import World
 
 NONE_WEIGHT = 0.2  # most patches hold no object centre; without this "none" swamps the rare classes
 SHAPE_WEIGHT = 3.0  # shape is the slowest attribute to learn from pixels (colour is nearly linear)
-
-
-def write_preprocessor_config(folder: Path, size: int) -> None:
-    """CLIP's image processor settings at `size` (what `AutoImageProcessor` and vLLM read)."""
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": size},
-        "do_center_crop": True, "crop_size": {"height": size, "width": size}, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(CLIP_MEAN),
-        "image_std": list(CLIP_STD), "resample": 3, "do_convert_rgb": True}, indent=2))
 
 
 class PatchHeads(nn.Module):
@@ -142,7 +133,7 @@ def pretrain_vision_tower(out_dir: str | Path, vision: dict[str, Any], *, seed: 
                   + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     tower.save_pretrained(out)
-    write_preprocessor_config(out, image_size)
+    write_clip_preprocessor_config(out, image_size)
     (out / "vision_pretrain.json").write_text(json.dumps({
         "n_images": n_images, "batch_size": batch_size, "lr": lr, "feature_layer": feature_layer, "seed": seed,
         "seconds": round(time.time() - start, 1), "heldout": history[-1], "history": history}, indent=2))
