@@ -5,8 +5,9 @@ and `<image>` (either order, as in the 558K file; the `plain` template drops the
 turn with a short caption.
 
 Stage 2 (`finetune_records`) mirrors Table 7's mixture, per scene:
-- `vqa`   VQAv2/GQA-like: 3-5 short-answer QA pairs of one image merged into one conversation, the
-          format prompt on the first human turn only;
+- `vqa`   VQAv2/GQA-like: 6-10 short-answer QA pairs of one image merged into one conversation, the
+          format prompt on the first human turn only (many pairs per image: each sample's fixed cost,
+          system prompt and image tokens, then buys more supervised answers);
 - `conv` / `detail`  LLaVA-Instruct-like: sentence answers, no format prompt;
 - `ocr`   OCR-VQA-like merged short answers about the rendered words;
 - `textcap`  TextCaps-like one-sentence caption with the format prompt and the OCR token line;
@@ -62,7 +63,7 @@ def ocr_tokens_line(scene: Scene) -> str:
 def finetune_records(scene: Scene, rng: random.Random) -> list[dict]:
     """All stage-2 records one training scene contributes (see the module docstring)."""
     sid, img = scene.id, scene.image
-    out = [conversation(f"{sid}-vqa", img, short_answer_turns(T.sample_qas(scene, rng, rng.randint(3, 5))))]
+    out = [conversation(f"{sid}-vqa", img, short_answer_turns(T.sample_qas(scene, rng, rng.randint(6, 10))))]
 
     if rng.random() < 0.5:
         qas = T.sample_qas(scene, rng, rng.randint(2, 4))

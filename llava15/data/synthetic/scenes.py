@@ -2,9 +2,15 @@
 
 A scene is a 3x3 grid of square cells (the grid is `grid` pixels wide) on a plain background. Objects
 (shape x color x size) sit one per cell with a small jitter; a rendered word fills a whole grid row.
-One scene in three is not square: the canvas gets an empty band of `grid // 4` pixels on one side, so
-boxes relative to the padded square (how the original data normalises them) differ from boxes
-relative to the image.
+One scene in two is not square: the canvas is `grid // 8` pixels wider (or taller), the grid centred
+on it, so boxes relative to the padded square (how the original data normalises them) differ from
+boxes relative to the image.
+
+Why the geometry is what it is (the demo's tower sees 96 px in 32-px patches, one per cell): objects
+fill 60% / 90% of a cell with a jitter of a quarter of the free space, and the band is narrow and
+centred, so after `pad` preprocessing an object stays inside its cell's patch. With a quarter-cell
+band on one side, 45% / 80% objects and the full jitter, objects straddled patches and the tower
+recognised only 30% of the shapes on padded images (68% overall; 97% now, same training).
 
 Contract:
 - `sample_scene(rng, scene_id, image, grid, ...)` is a pure function of the `random.Random` state.
@@ -135,11 +141,11 @@ def sample_scene(rng: random.Random, scene_id: str, image: str, grid: int, *,
     if grid < 24:
         raise ValueError(f"synthetic scenes need a grid of at least 24 pixels, got image_size={grid}")
     cell = grid // 3
-    band = grid // 4
+    band = grid // 8
     aspect = rng.choice(("square", "square", "wide", "tall"))
     width = grid + (band if aspect == "wide" else 0)
     height = grid + (band if aspect == "tall" else 0)
-    ox, oy = rng.randint(0, width - grid), rng.randint(0, height - grid)
+    ox, oy = (width - grid) // 2, (height - grid) // 2
     background = rng.choice(tuple(BACKGROUNDS))
     palette = contrasting_colors(background)
 
@@ -152,8 +158,8 @@ def sample_scene(rng: random.Random, scene_id: str, image: str, grid: int, *,
     items = []
     for (row, col), (color, shape) in zip(cells, pairs):
         size = rng.choice(SIZES)
-        d = round(cell * (0.8 if size == "large" else 0.45))
-        slack = max(0, (cell - d) // 2 - 1)
+        d = round(cell * (0.9 if size == "large" else 0.6))
+        slack = max(0, (cell - d) // 4)
         x1 = ox + col * cell + (cell - d) // 2 + rng.randint(-slack, slack)
         y1 = oy + row * cell + (cell - d) // 2 + rng.randint(-slack, slack)
         items.append(Item(shape, color, size, row, col, (x1, y1, x1 + d, y1 + d)))
