@@ -107,10 +107,9 @@ def run_ablations(args: argparse.Namespace) -> int:
                 f"data.image_folder={world['pretrain']['image_folder']}",
                 f"train.output_dir={folder / 'stage1'}", *extra])
         stage1 = stage1_by_projector[v.projector]
-        # The projector type travels in the stage-1 checkpoint's config (projector_hidden_act); naming it
-        # again only keeps the recipe recorded in stage 2's llava15.json truthful.
+        # The projector type travels in the stage-1 checkpoint's config (projector_hidden_act).
         stage2 = demo.train_stage("demo_stage2.yaml", [
-            f"model.init_checkpoint={stage1 / 'final'}", f"model.projector={v.projector}",
+            f"model.init_checkpoint={stage1 / 'final'}",
             f"data.path={world['finetune']['data_path'] if v.format_prompts else noformat}",
             f"data.image_folder={world['finetune']['image_folder']}",
             f"train.output_dir={folder / 'stage2'}", *extra])

@@ -48,6 +48,8 @@ def load_base(cfg: RecipeConfig):
     if m.init_checkpoint:
         bundle = load_bundle(m.init_checkpoint, dtype=_weights_dtype(cfg))
         model, tok, image = bundle.model, bundle.tokenizer, bundle.image
+        # The checkpoint's projector is the one that trains; record it, not the `model.projector` default.
+        m.projector = "linear" if model.config.projector_hidden_act == "linear" else "mlp2x_gelu"
     else:
         model, tok, image = build_llava(m.vision_tower, m.llm, projector=m.projector,
                                         vision_feature_layer=m.vision_feature_layer,
