@@ -101,18 +101,12 @@ def run_ablations(args: argparse.Namespace) -> int:
     for v in VARIANTS:
         folder = root / v.name
         if v.projector not in stage1_by_projector:  # stage 1 never sees stage-2 data: share it per projector
-            stage1_by_projector[v.projector] = demo.train_stage("demo_stage1.yaml", [
-                f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}", f"model.projector={v.projector}",
-                f"data.path={world['pretrain']['data_path']}",
-                f"data.image_folder={world['pretrain']['image_folder']}",
-                f"train.output_dir={folder / 'stage1'}", *extra])
+            stage1_by_projector[v.projector] = demo.train_stage1(
+                world, vision_dir, llm_dir, folder / "stage1", [f"model.projector={v.projector}", *extra])
         stage1 = stage1_by_projector[v.projector]
         # The projector type travels in the stage-1 checkpoint's config (projector_hidden_act).
-        stage2 = demo.train_stage("demo_stage2.yaml", [
-            f"model.init_checkpoint={stage1 / 'final'}",
-            f"data.path={world['finetune']['data_path'] if v.format_prompts else noformat}",
-            f"data.image_folder={world['finetune']['image_folder']}",
-            f"train.output_dir={folder / 'stage2'}", *extra])
+        stage2 = demo.train_stage2(world, stage1, folder / "stage2", extra,
+                                   data_path=None if v.format_prompts else noformat)
         checkpoint = stage2 / "final"
         demo.say(f"ablations: evaluating {v.name}")
         metrics = demo.evaluate(checkpoint, Path(world["eval"]["root"]), folder / "eval", max_new_tokens)

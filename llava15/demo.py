@@ -92,6 +92,22 @@ def train_stage(recipe: str, overrides: list[str]) -> Path:
     return Path(train(cfg))
 
 
+def train_stage1(world: dict, vision_dir: Path, llm_dir: Path, output_dir: Path, extra: list[str]) -> Path:
+    """`demo_stage1.yaml` on the world's captions; `extra` overrides come last and win."""
+    return train_stage("demo_stage1.yaml", [
+        f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
+        f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
+        f"train.output_dir={output_dir}", *extra])
+
+
+def train_stage2(world: dict, stage1: Path, output_dir: Path, extra: list[str],
+                 data_path: str | Path | None = None) -> Path:
+    """`demo_stage2.yaml` from stage 1's final checkpoint on the world's mixture (or `data_path`)."""
+    return train_stage("demo_stage2.yaml", [
+        f"model.init_checkpoint={stage1 / 'final'}", f"data.path={data_path or world['finetune']['data_path']}",
+        f"data.image_folder={world['finetune']['image_folder']}", f"train.output_dir={output_dir}", *extra])
+
+
 def evaluate(checkpoint: Path, eval_root: Path, out: Path, max_new_tokens: int | None = None) -> dict[str, Any]:
     """Run `llava15 eval run` over the synthetic benchmarks; return demo metrics + the raw scores."""
     from llava15.eval.runner import run_eval
@@ -194,14 +210,8 @@ def run_demo(args: argparse.Namespace) -> int:
     init = out / "init"
     vision_dir, llm_dir = make_from_scratch_towers(
         init, Path(world["corpus"]), args.seed, SMOKE_VISION_PRETRAIN_IMAGES if smoke else VISION_PRETRAIN_IMAGES)
-    stage1 = train_stage("demo_stage1.yaml", [
-        f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
-        f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
-        f"train.output_dir={out / 'stage1'}", *extra])
-    stage2 = train_stage("demo_stage2.yaml", [
-        f"model.init_checkpoint={stage1 / 'final'}",
-        f"data.path={world['finetune']['data_path']}", f"data.image_folder={world['finetune']['image_folder']}",
-        f"train.output_dir={out / 'stage2'}", *extra])
+    stage1 = train_stage1(world, vision_dir, llm_dir, out / "stage1", extra)
+    stage2 = train_stage2(world, stage1, out / "stage2", extra)
     checkpoint = stage2 / "final"
     train_seconds = time.time() - start
     say("evaluating on the synthetic benchmarks")
