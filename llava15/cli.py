@@ -126,7 +126,8 @@ def _eval_report(p: argparse.ArgumentParser) -> None:
 
 def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-output", help="output folder")
-    p.add_argument("--ablations", action="store_true", help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
+    p.add_argument("--ablations", action="store_true",
+                   help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
                    "with vs without format prompts")
     p.add_argument("--llm", default=None, choices=["smollm2"], help="use a real pretrained LM")
     p.add_argument("--eval-only", action="store_true", help="evaluate an existing demo checkpoint")
