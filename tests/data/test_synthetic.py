@@ -22,6 +22,7 @@ from PIL import Image
 
 from llava15.data.synthetic import run_synth, synthesize
 from llava15.data.synthetic import text as T
+from llava15.data.synthetic.benchmarks import VQA_QUESTIONS_PER_IMAGE
 from llava15.data.synthetic.words import BACKGROUNDS, COLORS, SHAPES, SIZES, WORDS
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -258,6 +259,8 @@ def test_eval_sets_follow_the_official_layouts(world):
         assert q["text"].endswith("\n" + T.SHORT_ANSWER) and (Path(ev["vqav2"]["image_folder"]) / q["image"]).is_file()
         answers = [a["answer"] for a in ann[q["question_id"]]["answers"]]
         assert len(answers) == 10 and answers.count(ann[q["question_id"]]["multiple_choice_answer"]) >= 7
+    # One question of every kind per image keeps the accuracy balanced over kinds and less noisy.
+    assert set(Counter(q["image"] for q in vqa).values()) == {VQA_QUESTIONS_PER_IMAGE}
 
     pope = _jsonl(ev["pope"]["question_file"])
     assert [q["category"] for q in pope] == sorted((q["category"] for q in pope), key=["adversarial", "popular", "random"].index)

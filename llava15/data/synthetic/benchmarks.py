@@ -28,6 +28,9 @@ from llava15.data.synthetic.world import World, write_json, write_jsonl
 
 SHORT = "\n" + T.SHORT_ANSWER
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
+# One question of every kind per image: accuracy weighs the kinds equally, and 50 images give 400
+# questions (with 3 per image, four fresh seeds of one checkpoint spread over ±4 points).
+VQA_QUESTIONS_PER_IMAGE = len(VQA_KINDS)
 
 
 def _name(world: World, i: int) -> str:
@@ -51,7 +54,7 @@ def write_vqav2(world: World, root: Path, n: int) -> dict[str, str]:
     for i in range(n):
         scene, rng = world.scene("eval-vqav2", i, d / "test2015", _name(world, i))
         image_id = i + 1
-        for k, qa in enumerate(T.sample_qas(scene, rng, 3, kinds=VQA_KINDS)):
+        for k, qa in enumerate(T.sample_qas(scene, rng, VQA_QUESTIONS_PER_IMAGE, kinds=VQA_KINDS)):
             qid = image_id * 1000 + k
             answers = _ten_answers(qa, rng)
             answer_type = "yes/no" if qa.short in ("yes", "no") else "number" if qa.short.isdigit() else "other"
