@@ -139,16 +139,14 @@ def run_variant(root: Path, out: Path, cfg: dict, smoke: bool = False) -> dict:
     if cfg.get("copy"):
         copy_pretrain(llm, out / "llm_copy", *([20, 2] if smoke else cfg["copy"]))
         llm = out / "llm_copy"
+    files = {"data_path": str(data / "train" / "pretrain.json"), "image_folder": str(data / "train" / "images")}
+    world = {"pretrain": files, "finetune": {**files, "data_path": str(data / "train" / "finetune.json")}}
     t0 = time.time()
-    stage1 = demo.train_stage("demo_stage1.yaml", [
-        f"model.vision_tower={root / 'init' / 'vision_tower'}", f"model.llm={llm}",
-        f"data.path={data / 'train' / 'pretrain.json'}", f"data.image_folder={data / 'train' / 'images'}",
-        f"train.output_dir={out / 'stage1'}", "train.log_steps=100", *cfg.get("s1", []), *SMOKE_TRAIN * smoke])
+    stage1 = demo.train_stage1(world, root / "init" / "vision_tower", llm, out / "stage1",
+                               ["train.log_steps=100", *cfg.get("s1", []), *SMOKE_TRAIN * smoke])
     t1 = time.time()
-    stage2 = demo.train_stage("demo_stage2.yaml", [
-        f"model.init_checkpoint={stage1 / 'final'}", f"data.path={data / 'train' / 'finetune.json'}",
-        f"data.image_folder={data / 'train' / 'images'}", f"train.output_dir={out / 'stage2'}",
-        "train.log_steps=100", *cfg.get("s2", []), *SMOKE_TRAIN * smoke])
+    stage2 = demo.train_stage2(world, stage1, out / "stage2",
+                               ["train.log_steps=100", *cfg.get("s2", []), *SMOKE_TRAIN * smoke])
     t2 = time.time()
     eval_data = root / "data" / "eval"  # every variant on the same evaluation sets
     m = demo.evaluate(stage2 / "final", eval_data, out / "eval", 4 if smoke else None)
