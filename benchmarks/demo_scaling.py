@@ -86,27 +86,22 @@ def copy_pretrain(src: Path, dst: Path, schedule: int, steps: int, lr: float = 1
         if step % 100 == 0 or step == steps - 1:
             print(f"copy step {step} loss {loss.item():.3f}", flush=True)
     lm.to("cpu").save_pretrained(dst)
-    for f in os.listdir(src):
-        if not (dst / f).exists():
-            shutil.copy(src / f, dst / f)
+    copy_missing_files(src, dst)
 
 
 def fresh_lm(like: Path, dst: Path, text: dict) -> None:
     """A random Llama of the demo's shape updated by `text`, with `like`'s tokenizer files."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     from llava15 import demo
 
-    torch.manual_seed(0)
-    vocab = json.loads((like / "config.json").read_text())["vocab_size"]
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                                      rms_norm_eps=1e-5, **{"tie_word_embeddings": False, **demo.TEXT, **text}))
-    lm.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    lm.save_pretrained(dst)
-    for f in os.listdir(like):
+    demo.save_random_llm(dst, json.loads((like / "config.json").read_text())["vocab_size"], 0, **text)
+    copy_missing_files(like, dst)
+
+
+def copy_missing_files(src: Path, dst: Path) -> None:
+    """The tokenizer (and any other file) of `src` that the LM folder `dst` lacks."""
+    for f in os.listdir(src):
         if not (dst / f).exists():
-            shutil.copy(like / f, dst / f)
+            shutil.copy(src / f, dst / f)
 
 
 def per_kind_accuracy(eval_data: Path, eval_out: Path) -> dict[str, float]:

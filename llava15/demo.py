@@ -53,9 +53,6 @@ def make_from_scratch_towers(out: Path, corpus: Path, seed: int, vision_images: 
                              ) -> tuple[Path, Path]:
     """Tokenizer trained on the world's corpus, a CLIP vision tower pretrained on synthetic scenes, and a
     random Llama LM, all in HF format."""
-    import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
     from llava15.data.templates import get_template
     from llava15.model.tokenizer import train_sentencepiece_tokenizer
     from llava15.train.vision_pretrain import pretrain_vision_tower
@@ -69,12 +66,21 @@ def make_from_scratch_towers(out: Path, corpus: Path, seed: int, vision_images: 
     say(f"pretraining the vision tower on {vision_images} synthetic scenes → {vision_dir}")
     pretrain_vision_tower(vision_dir, VISION, seed=seed, n_images=vision_images, image_size=VISION["image_size"],
                           batch_size=VISION_PRETRAIN_BATCH)
-    torch.manual_seed(seed)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), bos_token_id=1, eos_token_id=2, pad_token_id=0,
-                                      rms_norm_eps=1e-5, tie_word_embeddings=False, **TEXT))
-    lm.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    lm.save_pretrained(llm_dir)
+    save_random_llm(llm_dir, len(tok), seed)
     return vision_dir, llm_dir
+
+
+def save_random_llm(out: Path, vocab_size: int, seed: int, **text: Any) -> None:
+    """A random Llama of the demo's shape (`TEXT`, updated by `text`) saved to `out`, ids as the
+    demo tokenizer numbers them (pad 0, bos 1, eos 2)."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                                      rms_norm_eps=1e-5, **{"tie_word_embeddings": False, **TEXT, **text}))
+    lm.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    lm.save_pretrained(out)
 
 
 def _load_tokenizer(folder: Path):
