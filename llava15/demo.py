@@ -98,18 +98,19 @@ def train_stage(recipe: str, overrides: list[str]) -> Path:
     return Path(train(cfg))
 
 
-def train_stage1(world: dict, vision_dir: Path, llm_dir: Path, output_dir: Path, extra: list[str]) -> Path:
-    """`demo_stage1.yaml` on the world's captions; `extra` overrides come last and win."""
-    return train_stage("demo_stage1.yaml", [
+def train_stage1(world: dict, vision_dir: Path, llm_dir: Path, output_dir: Path, extra: list[str],
+                 recipe: str = "demo_stage1.yaml") -> Path:
+    """`recipe` (stage 1) on the world's captions; `extra` overrides come last and win."""
+    return train_stage(recipe, [
         f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
         f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
         f"train.output_dir={output_dir}", *extra])
 
 
 def train_stage2(world: dict, stage1: Path, output_dir: Path, extra: list[str],
-                 data_path: str | Path | None = None) -> Path:
-    """`demo_stage2.yaml` from stage 1's final checkpoint on the world's mixture (or `data_path`)."""
-    return train_stage("demo_stage2.yaml", [
+                 data_path: str | Path | None = None, recipe: str = "demo_stage2.yaml") -> Path:
+    """`recipe` (stage 2) from stage 1's final checkpoint on the world's mixture (or `data_path`)."""
+    return train_stage(recipe, [
         f"model.init_checkpoint={stage1 / 'final'}", f"data.path={data_path or world['finetune']['data_path']}",
         f"data.image_folder={world['finetune']['image_folder']}", f"train.output_dir={output_dir}", *extra])
 

@@ -138,15 +138,10 @@ def run_showcase(args: argparse.Namespace) -> int:
     phases.done("world")
     tower = vision_tower(out / "vision_tower", args.seed, smoke, getattr(args, "vision_tower", None))
     phases.done("vision_tower")
-    stage1 = demo.train_stage(STAGE1, [
-        f"model.vision_tower={tower}", f"model.llm={llm_dir}",
-        f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
-        f"train.output_dir={out / 'stage1'}", *(SMOKE_TRAIN if smoke else [])])
+    extra = SMOKE_TRAIN if smoke else []
+    stage1 = demo.train_stage1(world, tower, llm_dir, out / "stage1", extra, recipe=STAGE1)
     phases.done("stage1")
-    stage2 = demo.train_stage(STAGE2, [
-        f"model.init_checkpoint={stage1 / 'final'}",
-        f"data.path={world['finetune']['data_path']}", f"data.image_folder={world['finetune']['image_folder']}",
-        f"train.output_dir={out / 'stage2'}", *(SMOKE_TRAIN if smoke else [])])
+    stage2 = demo.train_stage2(world, stage1, out / "stage2", extra, recipe=STAGE2)
     checkpoint = stage2 / "final"  # LoRA already merged by the trainer: a plain llava15 checkpoint
     phases.done("stage2")
     train_seconds = time.time() - start
