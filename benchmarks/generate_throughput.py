@@ -16,9 +16,11 @@ first token, decode = the other 31 steps, as in the spec but from the same call.
 engine alternate call by call (A B B A ...), so a change in machine load hits both alike.
 
 Run: `python benchmarks/generate_throughput.py [--reps 5] [--threads 2] [--model DIR] [--clock thread]
-[--omp-wait passive|active] [--profile]`. Ends with `batch1 decode speedup: N.NNx` and `batch8 decode
-speedup: N.NNx`. `--clock thread` counts this thread's CPU time (with `--threads 1`: robust on a busy
-machine); `--omp-wait` sets OMP_WAIT_POLICY for both (it is read when torch starts). `--profile` also
+[--omp-wait passive|active] [--profile] [--compile]`. Ends with `batch1 decode speedup: N.NNx` and
+`batch8 decode speedup: N.NNx`. `--clock thread` counts this thread's CPU time (with `--threads 1`:
+robust on a shared machine); `--omp-wait` sets OMP_WAIT_POLICY for both (it is read when torch
+starts). `--compile` runs the engine with `compile_decode=True` (its warm-up call, not timed, pays the
+compilation; the peer is plain `generate` either way). `--profile` also
 prints where one engine decode step's time goes at batch 1 (torch.profiler, top operators).
 """
 
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--omp-wait", choices=["passive", "active"], default=None,
                     help="OMP_WAIT_POLICY for both (passive: idle OpenMP threads sleep instead of spinning)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of a batch-1 decode step")
+    ap.add_argument("--compile", action="store_true",
+                    help="the engine with compile_decode=True (its warm-up call pays the compilation)")
     args = ap.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.thread_time
@@ -159,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
             vicuna = Path(__file__).resolve().parents[1].parent / "shared/spec/fixtures/vicuna_tokenizer"
             path = make_bench_small_llava(Path(tmp) / "bench-small", tokenizer_dir=vicuna if vicuna.exists() else None)
         bundle = load_generation_bundle(str(path), device="cpu")
-    model, engine = bundle.model, Engine(bundle)
+    model, engine = bundle.model, Engine(bundle, compile_decode=args.compile)
     gen = torch.Generator().manual_seed(0)
     text = torch.randint(3, 31000, (49,), generator=gen).tolist()
     ids = [1] + text[:4] + [bundle.image_token_id] * bundle.num_image_tokens + text[4:]
     print(f"bench-small: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, prompt {len(ids)} "
           f"tokens, {NEW_TOKENS} new tokens, {args.threads} threads, {args.clock} clock, "
+          f"engine compile_decode={args.compile}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
 
@@ -174,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     for batch in [int(b) for b in args.batches.split(",")]:
         rates = _bench_batch(model, engine, ids, batch, gen, args.reps)
         results[batch] = rates["llava15"] / rates["peer"]
+    print(f"lm_head path for one greedy row (timed choice, llava15/infer/lm_head.py): {engine._head.greedy_path}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     for batch, ratio in results.items():
         print(f"batch{batch} decode speedup: {ratio:.2f}x")

@@ -283,7 +283,8 @@ def run_serve(args: Any) -> int:
     limits = Limits(max_tokens=args.max_tokens_limit, allowed_image_dir=args.allowed_image_dir,
                     allow_remote_images=args.allow_remote_images)
     name = Path(args.model.rstrip("/")).name or str(args.model)
-    app = create_app(bundle.engine, name, limits, api_key=args.api_key, max_batch_size=args.max_batch_size)
+    engine = Engine(bundle, compile_decode=args.compile)
+    app = create_app(engine, name, limits, api_key=args.api_key, max_batch_size=args.max_batch_size)
     print(f"llava15 serve: model {name!r} on http://{args.host}:{args.port} (web UI at /)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -64,6 +64,24 @@ def test_lookahead_tokens_equal_transformers_generate(bundle):
     assert [got[i] for i in range(len(rows))] == _hf_tokens(bundle, rows, 10)
 
 
+def test_compiled_decode_steps_give_transformers_generate_tokens(bundle):
+    """`compile_decode=True`: the decode step runs through torch.compile (cache length rounded up to a
+    bucket); greedy tokens still equal transformers' generate, batch 1 and batch 4, and a second run of
+    the same shape reuses the kept step."""
+    from llava15.infer.engine import COMPILE_CACHE_BUCKET
+
+    compiled = Engine(bundle, compile_decode=True)
+    rows = [compiled.prepare(c, i) for c, i in zip(CONVS, IMAGES)]
+    for batch in (rows[2:3], rows):
+        got = {ev.row: ev.token_ids for step in compiled.run(batch, [DecodingParams(max_new_tokens=10)] * len(batch))
+               for ev in step if ev.finished}
+        assert [got[i] for i in range(len(batch))] == _hf_tokens(bundle, batch, 10)
+    kept = compiled._steps.kept
+    assert kept is not None and kept.shape[1] % COMPILE_CACHE_BUCKET == 0
+    compiled.generate(CONVS, IMAGES, max_new_tokens=4)
+    assert compiled._steps.kept is kept
+
+
 def test_sampled_and_json_batches_do_not_look_ahead_and_keep_their_results(bundle):
     plain, ahead = Engine(bundle, lookahead=False), Engine(bundle, lookahead=True)
     kw = {"max_new_tokens": 6, "temperature": 0.8, "seed": 5}
@@ -112,10 +130,12 @@ def test_kept_decode_step_gives_the_results_of_fresh_ones(bundle):
     assert _events(kept, rows[:1], p6[:1]) == _events(plain, rows[:1], p6[:1])
 
 
-def test_greedy_head_returns_the_fp32_argmax_even_for_near_ties():
-    """One greedy row is screened with a bf16 copy of the lm_head weight and the candidates recomputed in
-    fp32: the token is still the fp32 logits' argmax (first index on exact ties), near-ties included."""
-    from llava15.infer.lm_head import DecodeHead
+@pytest.mark.parametrize("path", ["screen_rows", "screen_cols", "fp32", None])
+def test_greedy_head_returns_the_fp32_argmax_even_for_near_ties(path):
+    """One greedy row may be screened with a bf16 copy of the lm_head weight ([V, H] or [H, V]) and the
+    candidates recomputed in fp32, or take the fp32 logits (`None`: the timed choice among the three):
+    the token is always the fp32 logits' argmax (first index on exact ties), near-ties included."""
+    from llava15.infer.lm_head import COPIES_OF_PATH, DecodeHead
 
     torch.manual_seed(0)
     head = torch.nn.Linear(64, 500, bias=False)
@@ -124,13 +144,15 @@ def test_greedy_head_returns_the_fp32_argmax_even_for_near_ties():
         head.weight[11] = head.weight[3]  # an exact tie with 3: argmax keeps the lower index
         # a crowd of rows closer together than bf16 can tell apart (relative spacing 2^-8)
         head.weight[100:300] = head.weight[99] * (1 + 2e-3 * torch.randn(200, 64))
-    screened = DecodeHead(head)
+    screened = DecodeHead(head, greedy_path=path)
     w3, w99 = head.weight[3].detach(), head.weight[99].detach()
     xs = [w3.clone(), -w3, torch.zeros(64)] + [torch.randn(64) * s for s in (0.01, 1.0, 100.0) for _ in range(20)]
     xs += [w99 * (1 + 1e-2 * torch.randn(64)) for _ in range(40)]
     for x in xs:
         assert screened.greedy(x[None]) == [int(head(x[None]).argmax())]
     assert screened.greedy(w3[None]) == [7]
+    if path is None:  # the timed trials chose a path and freed the other paths' weight copies
+        assert set(screened._copies) <= set(COPIES_OF_PATH[screened.greedy_path])
 
     # Row 5 wins in fp32, row 9 in bf16: 5's weights all sit just below a bf16 rounding midpoint (they
     # round down), 9's half just above one (they round up) and half exactly on the lower value.
@@ -142,4 +164,13 @@ def test_greedy_head_returns_the_fp32_argmax_even_for_near_ties():
         head.weight[9] = torch.where(torch.arange(64) < 32, mid + 2.0 ** -13, low)
     ones = torch.ones(1, 64)
     assert int(head(ones).argmax()) == 5 and int((ones.bfloat16() @ head.weight.bfloat16().t()).argmax()) == 9
-    assert DecodeHead(head).greedy(ones) == [5]
+    assert DecodeHead(head, greedy_path=path).greedy(ones) == [5]
+    if path is None:
+        assert screened.greedy(ones) == [5]  # the chosen path's copies are remade after the in-place update
+
+
+def test_greedy_head_rejects_an_unknown_path():
+    from llava15.infer.lm_head import DecodeHead
+
+    with pytest.raises(ValueError, match="greedy_path must be one of"):
+        DecodeHead(torch.nn.Linear(4, 8, bias=False), greedy_path="int8")
