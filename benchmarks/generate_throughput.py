@@ -70,6 +70,8 @@ def _bench_batch(model, engine, ids: list[int], batch: int, gen, reps: int) -> d
     rows = [Prepared(list(ids), pixels[i:i + 1]) for i in range(batch)]
     params = [DecodingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True)] * batch
 
+    tokens: dict[str, list[list[int]]] = {}
+
     def peer() -> tuple[float, float]:
         streamer = _FirstToken()
         start = CLOCK()
@@ -78,6 +80,7 @@ def _bench_batch(model, engine, ids: list[int], batch: int, gen, reps: int) -> d
                                  max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
         end = CLOCK()
         assert out.shape[1] == len(ids) + NEW_TOKENS and streamer.at is not None
+        tokens["peer"] = out[:, len(ids):].tolist()
         return streamer.at - start, end - streamer.at
 
     def ours() -> tuple[float, float]:
@@ -85,8 +88,11 @@ def _bench_batch(model, engine, ids: list[int], batch: int, gen, reps: int) -> d
         steps = engine.run(rows, params)
         next(steps)
         first = CLOCK()
-        assert sum(1 for _ in steps) == NEW_TOKENS - 1
-        return first - start, CLOCK() - first
+        events = list(steps)
+        end = CLOCK()
+        assert len(events) == NEW_TOKENS - 1
+        tokens["llava15"] = [ev.token_ids for ev in sorted(events[-1], key=lambda ev: ev.row)]
+        return first - start, end - first
 
     fns = {"peer": peer, "llava15": ours}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
@@ -95,6 +101,7 @@ def _bench_batch(model, engine, ids: list[int], batch: int, gen, reps: int) -> d
     for rep in range(reps):
         for name in (fns if rep % 2 == 0 else reversed(fns)):
             times[name].append(fns[name]())
+    print(f"batch {batch}: greedy tokens equal to the peer's: {tokens['llava15'] == tokens['peer']}")
     rates = {}
     for name, ts in times.items():
         prefill = statistics.median(t[0] for t in ts)
