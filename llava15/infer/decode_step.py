@@ -12,11 +12,11 @@ Contract:
 - Every input of a step (attention mask, positions, cache) is a tensor updated in place, which is what
   lets `cuda_graphs=True` replay the step as one CUDA graph (GPU only).
 - `StepPool(engine).take(batch, total)` (a context manager) hands out a step for one run. With
-  `cuda_graphs=True` or `compile_decode=True` it keeps the last step and hands it to the next run of the same batch size and
-  cache length, captured graph included: capturing costs ~70 ms for a 7B model on an H100, as much as
-  eight decode steps (on CPU the step is kept too, which only saves the allocation). At most one step
-  is kept (its cache stays allocated until a run of another shape replaces it), and a step is never
-  handed to two unfinished runs.
+  `cuda_graphs=True` or `compile_decode=True` it keeps the last step and hands it to the next run of
+  the same batch size and cache length, captured graph included: capturing costs ~70 ms for a 7B model
+  on an H100, as much as eight decode steps (on CPU the step is kept too, which only saves the
+  allocation). At most one step is kept (its cache stays allocated until a run of another shape
+  replaces it), and a step is never handed to two unfinished runs.
 
 Why these choices (bench-small, 1-thread CPU decode step ~22 ms):
 - The mask is additive (0 / dtype-min, [B, 1, 1, T]) rather than boolean: sdpa would convert a boolean
@@ -29,7 +29,7 @@ Why these choices (bench-small, 1-thread CPU decode step ~22 ms):
   whose rows are all greedy (no JSON) ask for tokens (`greedy`), so one row can use its bf16 screen.
 - `compile_decode` (the engine's option): `hidden` runs through one `torch.compile`d function shared by
   all steps; dynamo keeps one graph per shape (batch, cache length) and guards the rest. On a 2-core
-  Xeon (AMX) it took bench-small's batch-1 step from ~10 to ~8.5 ms: the step's small operations
+  Xeon (AMX) it took bench-small's batch-1 step from 8.6-10.7 to 6.0-7.7 ms: the step's small operations
   (RMSNorm, rotary, reshapes, cache writes) fuse; the matmuls and attention are the same kernels.
 - `greedy_ahead` (the engine's lookahead): a greedy batch's next step is launched from the on-device
   argmax before the host reads the tokens; on a GPU the per-step host work (token copy, streaming,

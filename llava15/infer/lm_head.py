@@ -44,7 +44,8 @@ MAX_CANDIDATES = 256
 GREEDY_PATHS = ("fp32", "screen_rows", "screen_cols")
 TRIALS = 3  # timed calls per greedy path, after one untimed call that makes its copies
 _U_BF16 = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
-COPIES_OF_PATH = {"fp32": ("transposed",), "screen_rows": ("bf16_rows", "norms"), "screen_cols": ("bf16_cols", "norms")}
+COPIES_OF_PATH = {"fp32": ("transposed",), "screen_rows": ("bf16_rows", "norms"),
+                  "screen_cols": ("bf16_cols", "norms")}
 
 
 def _cpu_fp32(weight: torch.Tensor) -> bool:
@@ -107,7 +108,8 @@ class DecodeHead:
 
     def _choose(self, path: str) -> None:
         self.greedy_path = path
-        for name in {c for p in GREEDY_PATHS if p != path for c in COPIES_OF_PATH[p]} - set(COPIES_OF_PATH[path]):
+        unused = {c for p in GREEDY_PATHS for c in COPIES_OF_PATH[p]} - set(COPIES_OF_PATH[path])
+        for name in unused:
             self._copies.pop(name, None)
 
     def _greedy_one(self, path: str, hidden: torch.Tensor) -> int:
