@@ -13,7 +13,9 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
 Each (workload, stage) runs in its own process so its peak RSS is its own; the two processes of a stage
 are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
 both alike. Run:
-`python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]`
+`python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]
+[--compile]` (`--compile`: llava15's step with `train.compile`, each decoder layer compiled; the
+warm-up step pays the compilation)
 (`--threads 1 --clock cpu` gives ratios that machine load hardly moves). Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
 """
@@ -138,6 +140,10 @@ def worker(args: argparse.Namespace) -> None:
         cfg = TrainConfig(lr=1e-5, lr_scheduler="constant", warmup_ratio=0.0)
         opt = build_optimizer(model, cfg)
         sched = build_scheduler(opt, 100, cfg)
+        if args.compile:
+            from llava15.train.setup import compile_decoder_layers
+
+            compile_decoder_layers(model)
         ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
                           num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2)
 
@@ -159,12 +165,13 @@ def worker(args: argparse.Namespace) -> None:
 class Worker:
     """A workload in its own process (its own peak RSS), driven one step at a time."""
 
-    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool = False):
+    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool = False,
+                 compile_layers: bool = False):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if passive:  # idle OpenMP threads sleep instead of spinning (helps on an oversubscribed machine)
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
-               "--threads", str(threads)]
+               "--threads", str(threads), *(["--compile"] if compile_layers else [])]
         self.name = f"{workload} stage {stage}"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.steps: list[dict] = []
@@ -196,9 +203,11 @@ class Worker:
                 "peak_rss_mib": rss}
 
 
-def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str) -> dict:
+def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str,
+              compile_layers: bool = False) -> dict:
     """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
-    workers = {name: Worker(model_dir, name, stage, threads, passive) for name in ("peer", "ours")}
+    workers = {name: Worker(model_dir, name, stage, threads, passive, compile_layers and name == "ours")
+               for name in ("peer", "ours")}
     paired = []
     for i in range(steps + 1):
         order = ("peer", "ours") if i % 2 == 0 else ("ours", "peer")
@@ -223,6 +232,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="time steps by wall clock, or by this process's CPU time (robust when the "
                              "machine is shared; use with --threads 1)")
+    parser.add_argument("--compile", action="store_true",
+                        help="llava15's step with train.compile (each decoder layer compiled)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, choices=[1, 2], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -237,9 +248,10 @@ def main() -> None:
         model_dir = make_bench_small_llava(Path(tmp) / "bench-small")
         for stage in (2, 1):
             for name, r in run_stage(model_dir, stage, args.steps, args.threads, args.passive_omp,
-                                             "time" if args.clock == "wall" else "cpu").items():
+                                     "time" if args.clock == "wall" else "cpu", args.compile).items():
                 results[(name, stage)] = r
-    print(f"\nclock: {args.clock}, {args.threads} thread(s){', OMP_WAIT_POLICY=PASSIVE' if args.passive_omp else ''}")
+    print(f"\nclock: {args.clock}, {args.threads} thread(s){', OMP_WAIT_POLICY=PASSIVE' if args.passive_omp else ''}"
+          f", llava15 train.compile={args.compile}")
     print(f"{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
           f"{'CPU s/step':>11s} {'peak RSS MiB':>13s}")
     for stage in (1, 2):

@@ -148,7 +148,7 @@ class TrainConfig:
     dry_run: bool = False
     """Build everything, run two steps, report peak memory and projected time, then stop."""
     compile: bool = False
-    """torch.compile the model."""
+    """torch.compile each decoder layer of the language model (dynamic shapes; the first steps compile)."""
     loss_normalization: str = "token"
     """`token`: mean over every supervised token of the optimizer step, all devices and micro-batches
     together (the same number whatever the device count or accumulation); `micro_batch`: the original's

@@ -96,8 +96,29 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
                 p.data = p.data.to(torch.bfloat16)
         ctx_kw["autocast_dtype"] = torch.bfloat16
     if cfg.train.compile:
-        model.compile()
+        n = compile_decoder_layers(model)
+        say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)", dist.is_main)
     return model, tok, image, ctx_kw
+
+
+def compile_decoder_layers(model: torch.nn.Module) -> int:
+    """`torch.compile` each decoder layer of the language model in place (`nn.Module.compile`, dynamic
+    shapes); returns how many.
+
+    Why per layer: compiling the whole LLaVA forward breaks its graph at the image scatter and at the
+    supervised-position selection and recompiles for every new sequence length (bench-small stage 2 on
+    a 2-core CPU: 99 s of warm-up, then slower than eager). One dynamic graph per layer compiles once
+    (~20 s there) and fuses the layer's small operations (RMSNorm, rotary, SiLU-gate, residuals):
+    4 steps took 13.5 s against 15.3 s eager. The layers keep their modules, so FSDP2 sharding,
+    activation checkpointing, LoRA and saving see the same model."""
+    owners = [m for m in model.modules() if isinstance(getattr(m, "language_model", None), torch.nn.Module)]
+    layers = getattr(owners[0].language_model, "layers", None) if owners else None
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise ValueError("train.compile: no `language_model.layers` list of decoder layers in this model; "
+                         "set train.compile=false")
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def build_data(cfg: RecipeConfig, tok, image, model, dist: DistInfo):
