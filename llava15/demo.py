@@ -40,7 +40,8 @@ TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_att
 TOKENIZER_VOCAB = 1024
 SYSTEM_PROMPT_WEIGHT = 100  # copies of the vicuna_v1 system prompt in the tokenizer's training texts
 # Training scenes per stage, images per benchmark. 100 evaluation images (800 VQA-like questions): three
-# fresh seeds of one checkpoint scored +2.0 / -1.2 / +2.1 points from its own seed; with 50, up to -4.5.
+# fresh seeds of the demo's checkpoint scored +2.8 / -0.4 / -1.3 points from its own seed; with 50
+# images, a session-5 checkpoint was off by up to -4.5.
 WORLD = dict(n_train=1000, n_eval=100)
 SMOKE_WORLD = dict(n_train=24, n_eval=4)
 SMOKE_TRAIN = ["train.max_steps=2"]
