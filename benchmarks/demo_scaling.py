@@ -134,8 +134,9 @@ def run_variant(root: Path, out: Path, cfg: dict, smoke: bool = False) -> dict:
     if cfg.get("copy"):
         copy_pretrain(llm, out / "llm_copy", *([20, 2] if smoke else cfg["copy"]))
         llm = out / "llm_copy"
-    files = {"data_path": str(data / "train" / "pretrain.json"), "image_folder": str(data / "train" / "images")}
-    world = {"pretrain": files, "finetune": {**files, "data_path": str(data / "train" / "finetune.json")}}
+    manifest = json.loads((data / "manifest.json").read_text())  # paths relative to `data`, as synthesize wrote them
+    world = {stage: {key: str(data / manifest[stage][key]) for key in ("data_path", "image_folder")}
+             for stage in ("pretrain", "finetune")}
     t0 = time.time()
     stage1 = demo.train_stage1(world, root / "init" / "vision_tower", llm, out / "stage1",
                                ["train.log_steps=100", *cfg.get("s1", []), *SMOKE_TRAIN * smoke])

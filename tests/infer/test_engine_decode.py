@@ -42,6 +42,13 @@ def _hf_tokens(bundle, rows, n: int) -> list[list[int]]:
             for row in out[:, width:].tolist()]
 
 
+def _greedy_tokens(engine: Engine, rows, n: int) -> list[list[int]]:
+    """Each row's generated ids (greedy, at most `n`), in row order."""
+    got = {ev.row: ev.token_ids for step in engine.run(rows, [DecodingParams(max_new_tokens=n)] * len(rows))
+           for ev in step if ev.finished}
+    return [got[i] for i in range(len(rows))]
+
+
 def test_lookahead_gives_the_events_of_the_plain_loop(bundle):
     plain, ahead = Engine(bundle, lookahead=False), Engine(bundle, lookahead=True)
     rows = [plain.prepare(c, i) for c, i in zip(CONVS, IMAGES)]
@@ -59,9 +66,7 @@ def test_lookahead_gives_the_events_of_the_plain_loop(bundle):
 def test_lookahead_tokens_equal_transformers_generate(bundle):
     ahead = Engine(bundle, lookahead=True)
     rows = [ahead.prepare(c, i) for c, i in zip(CONVS, IMAGES)]
-    got = {ev.row: ev.token_ids for step in ahead.run(rows, [DecodingParams(max_new_tokens=10)] * len(rows))
-           for ev in step if ev.finished}
-    assert [got[i] for i in range(len(rows))] == _hf_tokens(bundle, rows, 10)
+    assert _greedy_tokens(ahead, rows, 10) == _hf_tokens(bundle, rows, 10)
 
 
 def test_compiled_decode_steps_give_transformers_generate_tokens(bundle):
@@ -73,9 +78,7 @@ def test_compiled_decode_steps_give_transformers_generate_tokens(bundle):
     compiled = Engine(bundle, compile_decode=True)
     rows = [compiled.prepare(c, i) for c, i in zip(CONVS, IMAGES)]
     for batch in (rows[2:3], rows):
-        got = {ev.row: ev.token_ids for step in compiled.run(batch, [DecodingParams(max_new_tokens=10)] * len(batch))
-               for ev in step if ev.finished}
-        assert [got[i] for i in range(len(batch))] == _hf_tokens(bundle, batch, 10)
+        assert _greedy_tokens(compiled, batch, 10) == _hf_tokens(bundle, batch, 10)
     kept = compiled._steps.kept
     assert kept is not None and kept.shape[1] % COMPILE_CACHE_BUCKET == 0
     compiled.generate(CONVS, IMAGES, max_new_tokens=4)
