@@ -2,8 +2,8 @@
 
 Random weights in the real shapes (CLIP ViT-L/14-336 + Llama-2-7B: 4096 × 32 layers, vocab 32064),
 bf16 frozen weights, fp32 trainable ones (projector, LoRA r 128), bf16 autocast, activation
-checkpointing, the llava15 step (`train.loop.train_step`: packed rows, logits only at supervised
-positions, fused AdamW). Each micro-batch is one packed row of `--micro` samples of 576 image tokens
+checkpointing, the llava15 step (`train.loop.train_step`: packed rows under llava15's packed attention,
+logits only at supervised positions, fused AdamW). Each micro-batch is one packed row of `--micro` samples of 576 image tokens
 plus `--text` text tokens (the trailing half supervised).
 
 MFU counts model FLOPs only (no recomputation): LLM 2·N·T forward + 2·N·T backward through the frozen
@@ -25,6 +25,7 @@ import torch
 def build(dry: bool, device: torch.device):
     from transformers import LlavaForConditionalGeneration
 
+    from llava15.model.packed_attention import use_packed_attention
     from llava15.testing import llava_7b_config
 
     cfg = llava_7b_config(dry)
@@ -35,6 +36,7 @@ def build(dry: bool, device: torch.device):
         model = LlavaForConditionalGeneration(cfg)
     torch.set_default_dtype(torch.float32)
     model.set_attn_implementation("sdpa")
+    use_packed_attention(model)  # as the runner does for packed data (figures before session 7: block mask)
     return model
 
 

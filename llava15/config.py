@@ -68,7 +68,9 @@ class DataConfig:
     batching: str = "pack"
     """`pack` (rows of a token budget, no cross-sample attention) or `modality_grouped` (original)."""
     pack_tokens: int = 0
-    """Token budget per packed row; 0 = model_max_length."""
+    """Token budget per packed row; 0 = one row per micro-batch when the language model runs llava15's
+    packed attention (`sdpa`, the default: rows cost no padding and no cross-sample attention), else
+    model_max_length."""
     padding_side: str = "right"
     """Padding side when batching by padding."""
     num_workers: int = 0

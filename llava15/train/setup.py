@@ -5,6 +5,9 @@ given, adds LoRA adapters, applies the stage's freezing (and prints the table), 
 checkpointing, then places it: FSDP2 across ranks (bf16 compute on GPU through FSDP's mixed-precision
 policy) or one device (bf16 autocast on GPU, frozen weights stored in bf16). `text_config.use_cache`
 is switched off: with a cache object transformers does not detect packed sequences (hf_llava.md §0.1).
+With `data.batching: pack` an `sdpa` language model runs `model.packed_attention` (each packed sample
+attends to itself only, at its own length's cost), and `data.pack_tokens: 0` then packs each
+micro-batch into one row, so no row is padded.
 
 `build_data` makes the lazy dataset, the per-epoch sample order (seeded permutation for packing, the
 original modality-grouped order otherwise) and the collator. `save_final` writes `output_dir/final/`
@@ -67,6 +70,7 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
     """The model ready to train, its tokenizer, ImageSettings and the step-context fields."""
     from llava15.model.freeze import apply_freeze
     from llava15.model.load import num_image_tokens
+    from llava15.model.packed_attention import PACKED_SDPA, use_packed_attention
 
     stage = cfg.train.stage
     if (stage == "projector+lora") != cfg.lora.enabled:
@@ -74,6 +78,9 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
                          "train.stage=projector+lora with lora.enabled=true")
     model, tok, image = load_base(cfg)
     model.config.text_config.use_cache = False
+    if cfg.data.batching == "pack" and use_packed_attention(model):
+        say(f"attention: {PACKED_SDPA} (each packed sample attends to itself only, at its own length's cost)",
+            dist.is_main)
     config = model.config
     ctx_kw = {"image_token_id": int(config.image_token_id), "num_image_tokens": num_image_tokens(config),
               "image_size": int(config.vision_config.image_size),
@@ -126,6 +133,7 @@ def build_data(cfg: RecipeConfig, tok, image, model, dist: DistInfo):
     from llava15.data.collate import Collator
     from llava15.data.dataset import LlavaDataset
     from llava15.model.load import num_image_tokens
+    from llava15.model.packed_attention import PACKED_SDPA
 
     d = cfg.data
     config = model.config
@@ -138,10 +146,13 @@ def build_data(cfg: RecipeConfig, tok, image, model, dist: DistInfo):
         order = random_order(len(dataset), cfg.train.seed)
     else:
         order = grouped_order(dataset.modality_lengths, cfg, dist)
+    budget = d.pack_tokens or d.model_max_length
+    if not d.pack_tokens and config.get_text_config()._attn_implementation == PACKED_SDPA:
+        budget *= cfg.train.micro_batch_size  # every sample of a micro-batch fits one row: no padding
     collate = Collator(pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
                        image_token_id=int(config.image_token_id), num_image_tokens=n_img,
                        mode="pack" if d.batching == "pack" else "pad", padding_side=d.padding_side,
-                       pack_tokens=d.pack_tokens or d.model_max_length, image_size=image.size)
+                       pack_tokens=budget, image_size=image.size)
     return dataset, order, collate
 
 

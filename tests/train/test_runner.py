@@ -91,12 +91,29 @@ def test_compiled_layers_train_like_eager_layers(reference, tiny_sources, data, 
     out = tmp_path / "compiled"
     torch.set_num_threads(1)
     train(load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **RUN, **{"train.compile": True})))
-    assert "decoder layers of the language model compiled" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "decoder layers of the language model compiled" in printed
+    assert "attention: llava15_packed_sdpa" in printed
     ref, ours = read_losses(reference), read_losses(out)
     assert len(ours) == len(ref) == STEPS
     assert ours == pytest.approx(ref, rel=1e-5)
     w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
     assert w_ours.keys() == w_ref.keys()
+    assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-5
+
+
+def test_packed_attention_trains_like_transformers_packing(reference, tiny_sources, data, tmp_path, capsys) -> None:
+    """The reference run (sdpa → llava15's packed attention, one row per micro-batch) and a run on
+    transformers' own packed-sequence handling (eager attention, block-diagonal mask, rows of
+    model_max_length) take the same steps: same losses and weights to 1e-5."""
+    out = tmp_path / "eager"
+    train(load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **RUN,
+                                                  **{"model.attn_implementation": "eager"})))
+    assert "llava15_packed_sdpa" not in capsys.readouterr().out
+    ref, ours = read_losses(reference), read_losses(out)
+    assert len(ours) == len(ref) == STEPS
+    assert ours == pytest.approx(ref, rel=1e-5)
+    w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
     assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-5
 
 
