@@ -3,8 +3,8 @@
 Random weights in the real shapes (CLIP ViT-L/14-336 + Llama-2-7B: 4096 × 32 layers, vocab 32064),
 bf16 frozen weights, fp32 trainable ones (projector, LoRA r 128), bf16 autocast, activation
 checkpointing, the llava15 step (`train.loop.train_step`: packed rows under llava15's packed attention,
-logits only at supervised positions, fused AdamW). Each micro-batch is one packed row of `--micro` samples of 576 image tokens
-plus `--text` text tokens (the trailing half supervised).
+logits only at supervised positions, fused AdamW). Each micro-batch is one packed row of `--micro`
+samples of 576 image tokens plus `--text` text tokens (the trailing half supervised).
 
 MFU counts model FLOPs only (no recomputation): LLM 2·N·T forward + 2·N·T backward through the frozen
 weights (input gradients only; stage 1 and LoRA both), vision tower 2·N_vis·577 per image forward,

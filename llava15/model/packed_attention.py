@@ -4,10 +4,10 @@ A packed row holds several samples with `position_ids` restarting at 0 for each 
 (`llava15.data.packing`). transformers isolates such samples under `sdpa` by building a block-diagonal
 causal mask over the whole row, and SDPA then computes every block of it: a row of total length L costs
 L² per layer whatever its samples. `packed_sdpa_attention` runs causal SDPA on each sample's own span,
-so the row costs the sum of the samples' squared lengths. Bench-small stage 2, 8 samples packed into one
-row of 5,893 tokens: 4.9 M query-key pairs instead of 34.7 M. With that, a whole batch can be one packed
-row, and one bigger micro-batch beats eight small ones on a CPU (larger matmuls, one gradient
-accumulation instead of eight).
+so the row costs the sum of the samples' squared lengths (bench-small stage 2, 8 samples in one row of
+5,893 tokens: 4.9 M query-key pairs instead of 34.7 M). That lets the runner pack each micro-batch into
+one row with no padding; with rows of 2,048 under transformers' mask the same step took 6.7 s, under
+this attention 5.6 s, as one row 4.0 s (2-core CPU, benchmarks/RESULTS.md).
 
 It is registered with transformers' `AttentionInterface` under `PACKED_SDPA` (a public extension point;
 no transformers code is changed) and the training runner switches the language model to it only for
@@ -62,7 +62,8 @@ _last_spans: tuple[torch.Tensor, list[list[tuple[int, int]]]] | None = None
 
 def _spans_per_row(position_ids: torch.Tensor, batch: int) -> list[list[tuple[int, int]]]:
     """Spans of every row; every layer of a forward gets the same `position_ids` tensor, so they are
-    read to the host once per forward (one device sync on GPU), not once per layer."""
+    read to the host once per forward (one device sync on GPU), not once per layer. Assumes, as
+    transformers and llava15's collator do, that a `position_ids` tensor is never changed in place."""
     global _last_spans
     if _last_spans is None or _last_spans[0] is not position_ids:
         _last_spans = (position_ids, [sample_spans(row) for row in position_ids.expand(batch, -1).cpu()])
