@@ -85,5 +85,5 @@ def use_packed_attention(model: nn.Module) -> bool:
 
 def _set_text_attention(model: nn.Module, name: str) -> None:
     vision = getattr(model.config, "vision_config", None)
-    model.set_attn_implementation({"text_config": name, "vision_config": vision._attn_implementation, "": "sdpa"}
-                                  if vision is not None else name)
+    model.set_attn_implementation({"text_config": name, "vision_config": vision._attn_implementation,
+                                   "": model.config._attn_implementation} if vision is not None else name)

@@ -85,6 +85,16 @@ def test_two_processes_fsdp_match_one_process(reference, tiny_sources, data, tmp
     assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-4
 
 
+def assert_same_run_up_to_float_order(out, reference) -> None:
+    """Same losses (rel 1e-5) and final weights (1e-5) as the reference run."""
+    ref, ours = read_losses(reference), read_losses(out)
+    assert len(ours) == len(ref) == STEPS
+    assert ours == pytest.approx(ref, rel=1e-5)
+    w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
+    assert w_ours.keys() == w_ref.keys()
+    assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-5
+
+
 def test_compiled_layers_train_like_eager_layers(reference, tiny_sources, data, tmp_path, capsys) -> None:
     """`train.compile=true` compiles each decoder layer; the run is the reference run up to float
     reordering (same losses and weights to 1e-5)."""
@@ -94,12 +104,7 @@ def test_compiled_layers_train_like_eager_layers(reference, tiny_sources, data, 
     printed = capsys.readouterr().out
     assert "decoder layers of the language model compiled" in printed
     assert "attention: llava15_packed_sdpa" in printed
-    ref, ours = read_losses(reference), read_losses(out)
-    assert len(ours) == len(ref) == STEPS
-    assert ours == pytest.approx(ref, rel=1e-5)
-    w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
-    assert w_ours.keys() == w_ref.keys()
-    assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-5
+    assert_same_run_up_to_float_order(out, reference)
 
 
 def test_packed_attention_trains_like_transformers_packing(reference, tiny_sources, data, tmp_path, capsys) -> None:
@@ -110,11 +115,7 @@ def test_packed_attention_trains_like_transformers_packing(reference, tiny_sourc
     train(load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **RUN,
                                                   **{"model.attn_implementation": "eager"})))
     assert "llava15_packed_sdpa" not in capsys.readouterr().out
-    ref, ours = read_losses(reference), read_losses(out)
-    assert len(ours) == len(ref) == STEPS
-    assert ours == pytest.approx(ref, rel=1e-5)
-    w_ours, w_ref = read_weights(out / "final"), read_weights(reference / "final")
-    assert max((w_ours[k] - w_ref[k]).abs().max().item() for k in w_ref) < 1e-5
+    assert_same_run_up_to_float_order(out, reference)
 
 
 def test_dry_run_reports_memory_and_projection_and_writes_nothing(tiny_sources, data, tmp_path, capsys) -> None:
