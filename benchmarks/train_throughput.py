@@ -6,15 +6,15 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
 
 - peer: right-padded batch with attention_mask, `model(..., labels=...)` (full-vocabulary logits, HF
   loss), `loss.backward()`, `AdamW.step()`, `zero_grad()`.
-- llava15: `llava15.train.loop.train_step` on the same 8 samples through llava15's packing collator
-  (no padding, no mask, one sample per micro-batch, accumulated into one optimizer step), logits only at supervised positions,
-  fused AdamW, text-only micro-batches run without autograd when nothing they touch trains (stage 1).
+- llava15: `llava15.train.loop.train_step` on the same 8 samples as the runner batches them by default:
+  llava15's packing collator puts them in one row (no padding, no mask), attention runs per sample
+  (`model.packed_attention`), logits only at supervised positions, fused AdamW.
 
 Each (workload, stage) runs in its own process so its peak RSS is its own; the two processes of a stage
 are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
 both alike. Run:
 `python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]
-[--compile]` (`--compile`: llava15's step with `train.compile`, each decoder layer compiled; the
+[--compile] [--precision fp32|bf16] [--peer-precision fp32|bf16]` (`--compile`: llava15's step with `train.compile`, each decoder layer compiled; the
 warm-up step pays the compilation)
 (`--threads 1 --clock cpu` gives ratios that machine load hardly moves). Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
@@ -23,6 +23,7 @@ warm-up step pays the compilation)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -82,25 +83,26 @@ def peer_batch(samples: list[dict]) -> dict:
 
 
 def ours_micro_batches(samples: list[dict], image_token_id: int) -> list[dict]:
-    """llava15's packing collator, one sample per micro-batch: no padding, no mask, positions from 0.
+    """The runner's default micro-batch: llava15's packing collator puts the 8 samples in one row (no
+    padding, no mask, positions restarting per sample) for the packed attention.
 
     Samples are given to it the way the dataset yields them (one image id per image, expanded by the
-    collator), so this is the runner's own path with `train.micro_batch_size=1`."""
+    collator), so this is the runner's own path with `train.micro_batch_size=8` and `data.pack_tokens: 0`."""
     import torch
 
     from llava15.data.collate import Collator
 
     collate = Collator(pad_token_id=0, image_token_id=image_token_id, num_image_tokens=N_IMAGE_TOKENS,
-                       mode="pack", image_size=336)
-    out = []
+                       mode="pack", image_size=336, pack_tokens=sum(len(s["ids"]) for s in samples))
+    items = []
     for s in samples:
         ids, labels = list(s["ids"]), list(s["labels"])
         if s["image"]:  # back to the dataset's form: one image id per image
             at = ids.index(image_token_id)
             del ids[at + 1:at + N_IMAGE_TOKENS], labels[at + 1:at + N_IMAGE_TOKENS]
-        out.append(collate([{"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
-                             "pixel_values": _pixels(s) if s["image"] else None}]))
-    return out
+        items.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels),
+                      "pixel_values": _pixels(s) if s["image"] else None})
+    return [collate(items)]
 
 
 def set_stage(model, stage: int) -> None:
@@ -121,12 +123,16 @@ def worker(args: argparse.Namespace) -> None:
     model.train()
     set_stage(model, args.stage)
     image_token_id = model.config.image_token_id
+    bf16 = args.precision == "bf16"
     if args.worker == "peer":
+        # the plain-transformers way to mixed precision: autocast around the forward
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
         def step(samples):
             batch = peer_batch(samples)
-            out = model(**batch)
+            with autocast:
+                out = model(**batch)
             out.loss.backward()
             opt.step()
             opt.zero_grad()
@@ -144,8 +150,14 @@ def worker(args: argparse.Namespace) -> None:
             from llava15.train.setup import compile_decoder_layers
 
             compile_decoder_layers(model)
+        from llava15.model.packed_attention import use_packed_attention
+        from llava15.train.setup import bf16_on_one_device
+
+        use_packed_attention(model)
+
         ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
-                          num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2)
+                          num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2,
+                          autocast_dtype=bf16_on_one_device(model) if bf16 else None)  # train.precision=bf16
 
         def step(samples):
             return train_step(model, opt, sched, ours_micro_batches(samples, image_token_id), ctx).loss
@@ -166,12 +178,12 @@ class Worker:
     """A workload in its own process (its own peak RSS), driven one step at a time."""
 
     def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool = False,
-                 compile_layers: bool = False):
+                 compile_layers: bool = False, precision: str = "fp32"):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if passive:  # idle OpenMP threads sleep instead of spinning (helps on an oversubscribed machine)
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
-               "--threads", str(threads), *(["--compile"] if compile_layers else [])]
+               "--threads", str(threads), "--precision", precision, *(["--compile"] if compile_layers else [])]
         self.name = f"{workload} stage {stage}"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.steps: list[dict] = []
@@ -204,10 +216,11 @@ class Worker:
 
 
 def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str,
-              compile_layers: bool = False) -> dict:
+              compile_layers: bool = False, precision: dict[str, str] | None = None) -> dict:
     """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
-    workers = {name: Worker(model_dir, name, stage, threads, passive, compile_layers and name == "ours")
-               for name in ("peer", "ours")}
+    precision = precision or {"peer": "fp32", "ours": "fp32"}
+    workers = {name: Worker(model_dir, name, stage, threads, passive, compile_layers and name == "ours",
+                            precision[name]) for name in ("peer", "ours")}
     paired = []
     for i in range(steps + 1):
         order = ("peer", "ours") if i % 2 == 0 else ("ours", "peer")
@@ -234,6 +247,12 @@ def main() -> None:
                              "machine is shared; use with --threads 1)")
     parser.add_argument("--compile", action="store_true",
                         help="llava15's step with train.compile (each decoder layer compiled)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="llava15's step precision: bf16 is `train.precision=bf16` (frozen weights stored "
+                             "in bf16, bf16 autocast; fast where the CPU has AMX / avx512_bf16)")
+    parser.add_argument("--peer-precision", choices=["fp32", "bf16"], default="fp32",
+                        help="the peer's precision: fp32 is the spec's peer; bf16 wraps its forward in "
+                             "torch.autocast, the plain-transformers way to mixed precision")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, choices=[1, 2], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -248,10 +267,11 @@ def main() -> None:
         model_dir = make_bench_small_llava(Path(tmp) / "bench-small")
         for stage in (2, 1):
             for name, r in run_stage(model_dir, stage, args.steps, args.threads, args.passive_omp,
-                                     "time" if args.clock == "wall" else "cpu", args.compile).items():
+                                     "time" if args.clock == "wall" else "cpu", args.compile,
+                                     {"peer": args.peer_precision, "ours": args.precision}).items():
                 results[(name, stage)] = r
     print(f"\nclock: {args.clock}, {args.threads} thread(s){', OMP_WAIT_POLICY=PASSIVE' if args.passive_omp else ''}"
-          f", llava15 train.compile={args.compile}")
+          f", llava15 train.compile={args.compile}, precision: peer {args.peer_precision}, llava15 {args.precision}")
     print(f"{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
           f"{'CPU s/step':>11s} {'peak RSS MiB':>13s}")
     for stage in (1, 2):

@@ -103,3 +103,24 @@ def test_original_modality_grouped_batching_runs(tiny_sources, data, tmp_path) -
     train(cfg)
     losses = read_losses(tmp_path)
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
+
+
+def test_bf16_on_cpu_trains_the_stage_in_mixed_precision(stage1, tiny_sources, data, tmp_path) -> None:
+    """`train.precision=bf16` on one CPU (fast where the CPU has AMX / avx512_bf16): the frozen LLM and
+    tower are stored in bf16, the projector trains in fp32 under bf16 autocast; the losses follow the
+    fp32 run's and the final checkpoint loads."""
+    out1, cfg1 = stage1
+    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path, **SHORT, **{
+        "train.stage": "projector", "data.template": "plain", "data.image_aspect_ratio": "square",
+        "train.precision": "bf16"}))
+    train(cfg)
+    torch.testing.assert_close(read_losses(tmp_path), read_losses(out1), rtol=2e-2, atol=0)
+    after = load_bundle(tmp_path / "final", dtype=torch.float32).model
+    before, _, _ = load_base(cfg1)
+    fp32_run = load_bundle(out1 / "final").model
+    for (name, a), b, c in zip(before.named_parameters(), after.parameters(), fp32_run.parameters()):
+        if "multi_modal_projector" in name:
+            step_bf16, step_fp32 = (b - a).flatten(), (c - a).flatten()
+            assert torch.cosine_similarity(step_bf16, step_fp32, dim=0) > 0.95, f"{name}: not the fp32 run's update"
+        else:
+            assert torch.equal(b, a.to(torch.bfloat16).float()), f"{name}: not the bf16 copy of the frozen weight"
