@@ -14,8 +14,8 @@ Each (workload, stage) runs in its own process so its peak RSS is its own; the t
 are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
 both alike. Run:
 `python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]
-[--compile] [--precision fp32|bf16] [--peer-precision fp32|bf16]` (`--compile`: llava15's step with `train.compile`, each decoder layer compiled; the
-warm-up step pays the compilation)
+[--compile] [--precision fp32|bf16] [--peer-precision fp32|bf16]` (`--compile`: llava15's step with
+`train.compile`, each decoder layer compiled; the warm-up step pays the compilation)
 (`--threads 1 --clock cpu` gives ratios that machine load hardly moves). Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
 """
@@ -139,25 +139,23 @@ def worker(args: argparse.Namespace) -> None:
             return float(out.loss.detach())
     else:
         from llava15.config import TrainConfig
+        from llava15.model.packed_attention import use_packed_attention
         from llava15.train.distributed import DistInfo
         from llava15.train.loop import StepContext, train_step
         from llava15.train.optim import build_optimizer, build_scheduler
+        from llava15.train.setup import bf16_on_one_device, compile_decoder_layers
 
+        # in the runner's order (train.setup.build_model): attention, precision, compilation
+        use_packed_attention(model)
+        autocast_dtype = bf16_on_one_device(model) if bf16 else None  # train.precision=bf16
+        if args.compile:
+            compile_decoder_layers(model)
         cfg = TrainConfig(lr=1e-5, lr_scheduler="constant", warmup_ratio=0.0)
         opt = build_optimizer(model, cfg)
         sched = build_scheduler(opt, 100, cfg)
-        if args.compile:
-            from llava15.train.setup import compile_decoder_layers
-
-            compile_decoder_layers(model)
-        from llava15.model.packed_attention import use_packed_attention
-        from llava15.train.setup import bf16_on_one_device
-
-        use_packed_attention(model)
-
         ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
                           num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2,
-                          autocast_dtype=bf16_on_one_device(model) if bf16 else None)  # train.precision=bf16
+                          autocast_dtype=autocast_dtype)
 
         def step(samples):
             return train_step(model, opt, sched, ours_micro_batches(samples, image_token_id), ctx).loss
