@@ -3,7 +3,8 @@
 `build_model` assembles (or loads) the model in fp32 master weights, loads the stage-1 projector when
 given, adds LoRA adapters, applies the stage's freezing (and prints the table), enables activation
 checkpointing, then places it: FSDP2 across ranks (bf16 compute on GPU through FSDP's mixed-precision
-policy) or one device (bf16 autocast on GPU, frozen weights stored in bf16). `text_config.use_cache`
+policy) or one device (bf16 autocast, frozen weights stored in bf16: `train.precision` bf16, or auto
+on GPU; CPUs with AMX gain from it too). `text_config.use_cache`
 is switched off: with a cache object transformers does not detect packed sequences (hf_llava.md §0.1).
 With `data.batching: pack` an `sdpa` language model runs `model.packed_attention` (each packed sample
 attends to itself only, at its own length's cost), and `data.pack_tokens: 0` then packs each

@@ -14,6 +14,7 @@ from tests.train.conftest import TINY_RECIPE, read_losses, read_weights, tiny_ov
 
 SHORT = {"train.max_steps": 3, "train.global_batch_size": 4, "train.micro_batch_size": 4, "train.resume": "none",
          "train.warmup_ratio": 0.0}
+STAGE1 = {"train.stage": "projector", "data.template": "plain", "data.image_aspect_ratio": "square"}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,7 @@ def data(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def stage1(tiny_sources, data, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage1")
-    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **SHORT, **{
-        "train.stage": "projector", "data.template": "plain", "data.image_aspect_ratio": "square"}))
+    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, out, **SHORT, **STAGE1))
     train(cfg)
     return out, cfg
 
@@ -110,9 +110,8 @@ def test_bf16_on_cpu_trains_the_stage_in_mixed_precision(stage1, tiny_sources, d
     tower are stored in bf16, the projector trains in fp32 under bf16 autocast; the losses follow the
     fp32 run's and the final checkpoint loads."""
     out1, cfg1 = stage1
-    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path, **SHORT, **{
-        "train.stage": "projector", "data.template": "plain", "data.image_aspect_ratio": "square",
-        "train.precision": "bf16"}))
+    cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path, **SHORT, **STAGE1,
+                                                  **{"train.precision": "bf16"}))
     train(cfg)
     torch.testing.assert_close(read_losses(tmp_path), read_losses(out1), rtol=2e-2, atol=0)
     after = load_bundle(tmp_path / "final", dtype=torch.float32).model
