@@ -96,10 +96,16 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
     bf16 = wants_bf16(cfg, dist)
     model.to(dist.device)
     ctx_kw["autocast_dtype"] = None
+    precision = "fp32"
     if dist.distributed:
         shard_model(model, bf16=bf16 and dist.device.type == "cuda")
+        if bf16:
+            precision = "bf16 compute, fp32 gradient reduction (FSDP2 mixed precision)" \
+                if dist.device.type == "cuda" else "fp32 (FSDP2 mixed precision is used on GPU only)"
     elif bf16:
         ctx_kw["autocast_dtype"] = bf16_on_one_device(model)
+        precision = "bf16 autocast; frozen weights stored in bf16, trained weights and optimizer in fp32"
+    say(f"precision: {precision}", dist.is_main)
     if cfg.train.compile:
         n = compile_decoder_layers(model)
         say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)", dist.is_main)

@@ -105,7 +105,7 @@ def test_original_modality_grouped_batching_runs(tiny_sources, data, tmp_path) -
     assert len(losses) == 2 and all(loss > 0 for loss in losses)
 
 
-def test_bf16_on_cpu_trains_the_stage_in_mixed_precision(stage1, tiny_sources, data, tmp_path) -> None:
+def test_bf16_on_cpu_trains_the_stage_in_mixed_precision(stage1, tiny_sources, data, tmp_path, capsys) -> None:
     """`train.precision=bf16` on one CPU (fast where the CPU has AMX / avx512_bf16): the frozen LLM and
     tower are stored in bf16, the projector trains in fp32 under bf16 autocast; the losses follow the
     fp32 run's and the final checkpoint loads."""
@@ -113,6 +113,7 @@ def test_bf16_on_cpu_trains_the_stage_in_mixed_precision(stage1, tiny_sources, d
     cfg = load_recipe(TINY_RECIPE, tiny_overrides(tiny_sources, data, tmp_path, **SHORT, **STAGE1,
                                                   **{"train.precision": "bf16"}))
     train(cfg)
+    assert "precision: bf16 autocast" in capsys.readouterr().out
     torch.testing.assert_close(read_losses(tmp_path), read_losses(out1), rtol=2e-2, atol=0)
     after = load_bundle(tmp_path / "final", dtype=torch.float32).model
     before, _, _ = load_base(cfg1)
