@@ -175,8 +175,8 @@ def worker(args: argparse.Namespace) -> None:
 class Worker:
     """A workload in its own process (its own peak RSS), driven one step at a time."""
 
-    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool = False,
-                 compile_layers: bool = False, precision: str = "fp32"):
+    def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool,
+                 compile_layers: bool, precision: str):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if passive:  # idle OpenMP threads sleep instead of spinning (helps on an oversubscribed machine)
             env["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -214,9 +214,8 @@ class Worker:
 
 
 def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str,
-              compile_layers: bool = False, precision: dict[str, str] | None = None) -> dict:
+              compile_layers: bool, precision: dict[str, str]) -> dict:
     """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
-    precision = precision or {"peer": "fp32", "ours": "fp32"}
     workers = {name: Worker(model_dir, name, stage, threads, passive, compile_layers and name == "ours",
                             precision[name]) for name in ("peer", "ours")}
     paired = []

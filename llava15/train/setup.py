@@ -98,10 +98,12 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
     ctx_kw["autocast_dtype"] = None
     precision = "fp32"
     if dist.distributed:
-        shard_model(model, bf16=bf16 and dist.device.type == "cuda")
-        if bf16:
-            precision = "bf16 compute, fp32 gradient reduction (FSDP2 mixed precision)" \
-                if dist.device.type == "cuda" else "fp32 (FSDP2 mixed precision is used on GPU only)"
+        fsdp_bf16 = bf16 and dist.device.type == "cuda"
+        shard_model(model, bf16=fsdp_bf16)
+        if fsdp_bf16:
+            precision = "bf16 compute, fp32 gradient reduction (FSDP2 mixed precision)"
+        elif bf16:
+            precision = "fp32 (FSDP2 mixed precision is used on GPU only)"
     elif bf16:
         ctx_kw["autocast_dtype"] = bf16_on_one_device(model)
         precision = "bf16 autocast; frozen weights stored in bf16, trained weights and optimizer in fp32"
