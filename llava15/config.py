@@ -131,6 +131,9 @@ class TrainConfig:
     """Gradient clipping norm; 0 disables it (the original runs clip nothing under DeepSpeed)."""
     seed: int = 42
     """Seed of every random choice (data order, init, dropout)."""
+    device: str = "auto"
+    """`auto` (this rank's CUDA device when CUDA is available, else CPU), `cpu` (gloo between ranks even on
+    a GPU machine), `cuda`."""
     precision: str = "auto"
     """`auto` (bf16 on GPU, fp32 on CPU), `bf16`, `fp32`."""
     gradient_checkpointing: bool = False
@@ -158,6 +161,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, ("projector", "projector+llm", "projector+lora", "all"))
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _check_choice("train.precision", self.precision, ("auto", "bf16", "fp32"))
         _check_choice("train.lr_scheduler", self.lr_scheduler, ("cosine", "constant"))
         _check_choice("train.loss_normalization", self.loss_normalization, ("token", "micro_batch"))

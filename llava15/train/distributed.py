@@ -33,12 +33,21 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group when launched by torchrun; pick this rank's device."""
+def init_distributed(device_kind: str = "auto") -> DistInfo:
+    """Join the torchrun process group when launched by torchrun; pick this rank's device
+    (`train.device`: `auto`, `cpu` or `cuda`)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device_kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda, but torch sees no CUDA device (a CPU build of torch, or "
+                           "CUDA_VISIBLE_DEVICES hides them); use train.device=cpu or auto")
+    if device_kind != "cpu" and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} CUDA device(s) visible on this "
+                f"node; start at most that many processes per node (torchrun --nproc_per_node), or set "
+                f"train.device=cpu to run the ranks on CPU (gloo)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:

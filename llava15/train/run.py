@@ -45,7 +45,7 @@ def seed_everything(seed: int) -> None:
 def train(cfg: RecipeConfig) -> Path:
     """Run the recipe; return the output folder."""
     t_cfg = cfg.train
-    dist = init_distributed()
+    dist = init_distributed(t_cfg.device)
     seed_everything(t_cfg.seed)
     out = Path(t_cfg.output_dir)
     recipe_yaml = yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False)

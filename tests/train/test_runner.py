@@ -23,8 +23,10 @@ from tests.train.conftest import (
 )
 
 STEPS = 6
+# CPU even on a GPU machine: these runs compare CPU numerics (gloo between 2 processes, compiled vs eager)
 RUN = {"train.max_steps": STEPS, "train.global_batch_size": 4, "train.micro_batch_size": 2,
-       "train.save_steps": 1, "train.save_total_limit": 2, "train.resume": "auto", "train.seed": 3}
+       "train.save_steps": 1, "train.save_total_limit": 2, "train.resume": "auto", "train.seed": 3,
+       "train.device": "cpu"}
 
 
 @pytest.fixture(scope="module")
