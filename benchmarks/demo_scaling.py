@@ -5,8 +5,9 @@ folders of a finished `llava15 demo --out ROOT` — and runs stage 1, stage 2 an
 evaluation, printing VQA-like accuracy, POPE-like F1, compliance and per-kind VQA accuracy. Variants
 change the stage-1/2 recipes (epochs, batch, lr), the number of training scenes, the LM's shape, and
 whether the LM first learns to copy ([BOS] x x on random tokens: an induction circuit, which
-question-driven lookup needs). Built for one GPU, where 8 variants run at once in ~3-6 minutes;
-figures in benchmarks/RESULTS.md ("Session 5").
+question-driven lookup needs), and the stage-2 mixture (round 4: the share kept of each record kind).
+Built for one GPU, where 8 variants run at once in ~3-6 minutes; figures in benchmarks/RESULTS.md
+("Session 5", "Session 9").
 
     python benchmarks/demo_scaling.py --root demo-output --out /tmp/scaling --round 1
 """
@@ -29,6 +30,8 @@ S1E4_S2E2 = {"s1": ["train.epochs=4"], "s2": ["train.epochs=2"]}
 BATCH4 = ["train.global_batch_size=4", "train.micro_batch_size=4"]
 SMOKE_TRAIN = ["train.max_steps=2"]
 H256 = {"hidden_size": 256, "intermediate_size": 683, "num_attention_heads": 8, "num_key_value_heads": 8}
+VQA_HEAVY = ({"vqa": 1.0, "mc": 1.0}, 0.25)
+VQA_ONLY = ({"vqa": 1.0}, 0.0)
 ROUNDS: dict[int, dict[str, dict]] = {
     1: {"base": {}, "copy": {"copy": COPY}, "s2x4": {"s2": ["train.epochs=4"]},
         "copy_s2x4": {"copy": COPY, "s2": ["train.epochs=4"]},
@@ -53,7 +56,31 @@ ROUNDS: dict[int, dict[str, dict]] = {
                                  "s2": ["train.epochs=2", "train.seed=1"]},
         "heads12": {"text": {"num_attention_heads": 12, "num_key_value_heads": 12}, "copy": COPY, **S1E4_S2E2},
         "s1e4_s2e2": S1E4_S2E2},
+    # Round 4: the stage-2 mixture. The loss is a mean over supervised tokens, so the long answers
+    # (descriptions, conversations, regions) outweigh the one-word VQA answers the metric scores.
+    4: {"base": {}, "s2x4": {"s2": ["train.epochs=4"]},
+        "vqa_heavy": {"mix": VQA_HEAVY}, "vqa_heavy_e2": {"mix": VQA_HEAVY, "s2": ["train.epochs=2"]},
+        "vqa_only": {"mix": VQA_ONLY}, "vqa_only_e3": {"mix": VQA_ONLY, "s2": ["train.epochs=3"]},
+        "vqa_only_e8": {"mix": VQA_ONLY, "s2": ["train.epochs=8"]},
+        "s1e2_vqa_heavy_e3": {"mix": VQA_HEAVY, "s1": ["train.epochs=2"], "s2": ["train.epochs=3"]}},
 }
+
+
+def stage2_mixture(src: Path, dst: Path, keep: dict[str, float], other: float) -> Path:
+    """`src`'s stage-2 records with each kind (the id's last field, mc0-mc3 as "mc") kept at its share in
+    `keep` (`other` for unnamed kinds), every n-th record so the choice is deterministic."""
+    records = json.loads(src.read_text())
+    by_kind = collections.defaultdict(list)
+    for r in records:
+        kind = r["id"].rsplit("-", 1)[-1]
+        by_kind["mc" if kind.startswith("mc") else kind if not kind.isdigit() else "text"].append(r)
+    kept = []
+    for kind, rs in by_kind.items():
+        share = keep.get(kind, other)
+        kept += [r for i, r in enumerate(rs) if share > 0 and int(i * share) != int((i + 1) * share)]
+    dst.write_text(json.dumps(kept))
+    print(f"stage-2 mixture: {len(kept)} of {len(records)} records", flush=True)
+    return dst
 
 
 def copy_pretrain(src: Path, dst: Path, schedule: int, steps: int, lr: float = 1e-3, batch: int = 32) -> None:
@@ -137,12 +164,15 @@ def run_variant(root: Path, out: Path, cfg: dict, smoke: bool = False) -> dict:
     manifest = json.loads((data / "manifest.json").read_text())  # paths relative to `data`, as synthesize wrote them
     world = {stage: {key: str(data / manifest[stage][key]) for key in ("data_path", "image_folder")}
              for stage in ("pretrain", "finetune")}
+    s2_data = []
+    if cfg.get("mix"):
+        s2_data = [f"data.path={stage2_mixture(Path(world['finetune']['data_path']), out / 'finetune.json', *cfg['mix'])}"]
     t0 = time.time()
     stage1 = demo.train_stage1(world, root / "init" / "vision_tower", llm, out / "stage1",
                                ["train.log_steps=100", *cfg.get("s1", []), *SMOKE_TRAIN * smoke])
     t1 = time.time()
     stage2 = demo.train_stage2(world, stage1, out / "stage2",
-                               ["train.log_steps=100", *cfg.get("s2", []), *SMOKE_TRAIN * smoke])
+                               ["train.log_steps=100", *s2_data, *cfg.get("s2", []), *SMOKE_TRAIN * smoke])
     t2 = time.time()
     eval_data = root / "data" / "eval"  # every variant on the same evaluation sets
     m = demo.evaluate(stage2 / "final", eval_data, out / "eval", 4 if smoke else None)
