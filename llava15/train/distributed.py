@@ -92,14 +92,17 @@ def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
             if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers"]
 
 
-def shard_model(model: nn.Module, bf16: bool) -> nn.Module:
-    """Apply FSDP2 `fully_shard` per transformer block, then to the root."""
+def shard_model(model: nn.Module, bf16: bool, device: torch.device) -> nn.Module:
+    """Apply FSDP2 `fully_shard` per transformer block, then to the root, over all ranks on `device`'s
+    type (FSDP2's default mesh takes the accelerator whenever one is visible, even for ranks on CPU)."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
         MixedPrecisionPolicy()
     for layers in _block_lists(model):
         for block in layers:
-            fully_shard(block, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
+            fully_shard(block, mesh=mesh, mp_policy=mp)
+    fully_shard(model, mesh=mesh, mp_policy=mp)
     return model

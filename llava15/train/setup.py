@@ -99,7 +99,7 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
     precision = "fp32"
     if dist.distributed:
         fsdp_bf16 = bf16 and dist.device.type == "cuda"
-        shard_model(model, bf16=fsdp_bf16)
+        shard_model(model, bf16=fsdp_bf16, device=dist.device)
         if fsdp_bf16:
             precision = "bf16 compute, fp32 gradient reduction (FSDP2 mixed precision)"
         elif bf16:
