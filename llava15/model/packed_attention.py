@@ -49,7 +49,7 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     gqa = query.shape[1] != key.shape[1]
     rows = []
     # `split`, not slicing: a slice's backward writes its gradient into a zeroed full-length tensor, one
-    # per sample, per query/key/value and layer (bench-small stage 2: ~10% of the step); split's backward
+    # per sample, per query/key/value and layer (bench-small stage 2: ~5% of the step); split's backward
     # concatenates the samples' gradients once.
     per_row = [t.split(1, dim=0) for t in (query, key, value)]
     for b, spans in enumerate(_spans_per_row(position_ids, query.shape[0])):
