@@ -72,8 +72,8 @@ def stage2_mixture(src: Path, dst: Path, keep: dict[str, float], other: float) -
     records = json.loads(src.read_text())
     by_kind = collections.defaultdict(list)
     for r in records:
-        kind = r["id"].rsplit("-", 1)[-1]
-        by_kind["mc" if kind.startswith("mc") else kind if not kind.isdigit() else "text"].append(r)
+        kind = r["id"].rsplit("-", 1)[-1]  # text-only records end in a number
+        by_kind["mc" if kind.startswith("mc") else "text" if kind.isdigit() else kind].append(r)
     kept = []
     for kind, rs in by_kind.items():
         share = keep.get(kind, other)
