@@ -77,7 +77,7 @@ def stage2_mixture(src: Path, dst: Path, keep: dict[str, float], other: float) -
     kept = []
     for kind, rs in by_kind.items():
         share = keep.get(kind, other)
-        kept += [r for i, r in enumerate(rs) if share > 0 and int(i * share) != int((i + 1) * share)]
+        kept += [r for i, r in enumerate(rs) if int(i * share) != int((i + 1) * share)]
     dst.write_text(json.dumps(kept))
     print(f"stage-2 mixture: {len(kept)} of {len(records)} records", flush=True)
     return dst

@@ -54,10 +54,9 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     per_row = [t.split(1, dim=0) for t in (query, key, value)]
     for b, spans in enumerate(_spans_per_row(position_ids, query.shape[0])):
         lengths = [e - s for s, e in spans]
-        q, k, v = (rows_of[b] for rows_of in per_row)
-        parts = [nn.functional.scaled_dot_product_attention(qs, ks, vs, dropout_p=dropout, scale=scaling,
-                                                            is_causal=True, enable_gqa=gqa)
-                 for qs, ks, vs in zip(q.split(lengths, dim=2), k.split(lengths, dim=2), v.split(lengths, dim=2))]
+        samples = zip(*(rows_of[b].split(lengths, dim=2) for rows_of in per_row))
+        parts = [nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
+                                                            is_causal=True, enable_gqa=gqa) for q, k, v in samples]
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None
