@@ -47,6 +47,7 @@ def train(cfg: RecipeConfig) -> Path:
     t_cfg = cfg.train
     dist = init_distributed(t_cfg.device)
     seed_everything(t_cfg.seed)
+    say(f"device: rank 0 on {dist.device}, {dist.world_size} rank(s)", dist.is_main)
     out = Path(t_cfg.output_dir)
     recipe_yaml = yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False)
 

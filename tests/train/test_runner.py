@@ -128,3 +128,22 @@ def test_dry_run_reports_memory_and_projection_and_writes_nothing(tiny_sources, 
     text = "".join(capsys.readouterr())
     assert "dry run: 2 steps" in text and "peak memory" in text and f"projected time for {STEPS} steps" in text
     assert not (out / "checkpoints").exists() and not (out / "final").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torchrun_on_one_gpu_trains_in_bf16_and_saves_a_loadable_model(tiny_sources, data, tmp_path) -> None:
+    """The GPU path end to end: under torchrun `train.device=auto` takes the GPU; bf16, gradient
+    checkpointing; the loss goes down and final/ loads."""
+    import llava15
+
+    out = tmp_path / "gpu"
+    run = {**RUN, "train.device": "auto", "train.precision": "bf16", "train.gradient_checkpointing": True,
+           "train.max_steps": 12, "train.lr": 3e-3}
+    proc = subprocess.run(_cli(tiny_overrides(tiny_sources, data, out, **run), torchrun=1), env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "rank 0 on cuda:0" in log and "precision: bf16" in log, log[-3000:]
+    losses = read_losses(out)
+    assert len(losses) == 12 and losses[-1] < losses[0], losses
+    assert llava15.load(str(out / "final")) is not None
