@@ -8,14 +8,17 @@ trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
   loss), `loss.backward()`, `AdamW.step()`, `zero_grad()`.
 - llava15: `llava15.train.loop.train_step` on the same 8 samples as the runner batches them by default:
   llava15's packing collator puts them in one row (no padding, no mask), attention runs per sample
-  (`model.packed_attention`), logits only at supervised positions, fused AdamW.
+  (`model.packed_attention`), logits only at supervised positions, the last decoder layer on supervised
+  rows only (`model.last_layer_rows`), fused AdamW, and glibc malloc told to keep freed tensors for
+  reuse (`train.host_memory`, which `llava15 train` applies on CPU; the peer's process is left as is).
 
 Each (workload, stage) runs in its own process so its peak RSS is its own; the two processes of a stage
 are alive together and step alternately on the same batches (A/B then B/A), so machine load hits
 both alike. Run:
 `python benchmarks/train_throughput.py [--steps 5] [--threads 2] [--clock wall|cpu] [--passive-omp]
-[--compile] [--precision fp32|bf16] [--peer-precision fp32|bf16]` (`--compile`: llava15's step with
-`train.compile`, each decoder layer compiled; the warm-up step pays the compilation)
+[--compile] [--precision fp32|bf16] [--peer-precision fp32|bf16] [--peer-host-memory]` (`--compile`:
+llava15's step with `train.compile`, each decoder layer but the last compiled; the warm-up step pays
+the compilation; `--peer-host-memory`: the peer's process gets llava15's malloc tuning too)
 (`--threads 1 --clock cpu` gives ratios that machine load hardly moves). Ends with three lines:
 `stage1 speedup: N.NNx`, `stage2 speedup: N.NNx`, `peak RSS ratio: N.NN` (llava15 / peer, stage 2).
 """
@@ -119,6 +122,10 @@ def worker(args: argparse.Namespace) -> None:
     from transformers import LlavaForConditionalGeneration
 
     torch.set_num_threads(args.threads)
+    if args.worker == "ours" or args.peer_host_memory:  # as `llava15 train` does on CPU (train.host_memory)
+        from llava15.train.host_memory import keep_freed_host_memory
+
+        keep_freed_host_memory()
     model = LlavaForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
     model.train()
     set_stage(model, args.stage)
@@ -139,23 +146,25 @@ def worker(args: argparse.Namespace) -> None:
             return float(out.loss.detach())
     else:
         from llava15.config import TrainConfig
+        from llava15.model.last_layer_rows import LastLayerRows
         from llava15.model.packed_attention import use_packed_attention
         from llava15.train.distributed import DistInfo
         from llava15.train.loop import StepContext, train_step
         from llava15.train.optim import build_optimizer, build_scheduler
         from llava15.train.setup import bf16_on_one_device, compile_decoder_layers
 
-        # in the runner's order (train.setup.build_model): attention, precision, compilation
+        # in the runner's order (train.setup.build_model): attention, precision, last layer, compilation
         use_packed_attention(model)
         autocast_dtype = bf16_on_one_device(model) if bf16 else None  # train.precision=bf16
+        last_layer = LastLayerRows(model)  # train.last_layer_supervised_only (default true)
         if args.compile:
-            compile_decoder_layers(model)
+            compile_decoder_layers(model, skip_last=True)
         cfg = TrainConfig(lr=1e-5, lr_scheduler="constant", warmup_ratio=0.0)
         opt = build_optimizer(model, cfg)
         sched = build_scheduler(opt, 100, cfg)
         ctx = StepContext(dist=DistInfo(0, 1, 0, torch.device("cpu")), image_token_id=image_token_id,
                           num_image_tokens=N_IMAGE_TOKENS, image_size=336, text_needs_grad=args.stage == 2,
-                          autocast_dtype=autocast_dtype)
+                          autocast_dtype=autocast_dtype, last_layer=last_layer)
 
         def step(samples):
             return train_step(model, opt, sched, ours_micro_batches(samples, image_token_id), ctx).loss
@@ -176,12 +185,13 @@ class Worker:
     """A workload in its own process (its own peak RSS), driven one step at a time."""
 
     def __init__(self, model_dir: Path, workload: str, stage: int, threads: int, passive: bool,
-                 compile_layers: bool, precision: str):
+                 compile_layers: bool, precision: str, peer_host_memory: bool = False):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         if passive:  # idle OpenMP threads sleep instead of spinning (helps on an oversubscribed machine)
             env["OMP_WAIT_POLICY"] = "PASSIVE"
         cmd = [sys.executable, __file__, "--worker", workload, "--stage", str(stage), "--model", str(model_dir),
-               "--threads", str(threads), "--precision", precision, *(["--compile"] if compile_layers else [])]
+               "--threads", str(threads), "--precision", precision, *(["--compile"] if compile_layers else []),
+               *(["--peer-host-memory"] if peer_host_memory else [])]
         self.name = f"{workload} stage {stage}"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.steps: list[dict] = []
@@ -214,10 +224,10 @@ class Worker:
 
 
 def run_stage(model_dir: Path, stage: int, steps: int, threads: int, passive: bool, clock: str,
-              compile_layers: bool, precision: dict[str, str]) -> dict:
+              compile_layers: bool, precision: dict[str, str], peer_host_memory: bool = False) -> dict:
     """Peer and llava15 alive side by side, stepping alternately (A/B, B/A, ...) on the same batches."""
     workers = {name: Worker(model_dir, name, stage, threads, passive, compile_layers and name == "ours",
-                            precision[name]) for name in ("peer", "ours")}
+                            precision[name], peer_host_memory and name == "peer") for name in ("peer", "ours")}
     paired = []
     for i in range(steps + 1):
         order = ("peer", "ours") if i % 2 == 0 else ("ours", "peer")
@@ -250,6 +260,8 @@ def main() -> None:
     parser.add_argument("--peer-precision", choices=["fp32", "bf16"], default="fp32",
                         help="the peer's precision: fp32 is the spec's peer; bf16 wraps its forward in "
                              "torch.autocast, the plain-transformers way to mixed precision")
+    parser.add_argument("--peer-host-memory", action="store_true",
+                        help="give the peer's process llava15's glibc malloc tuning too (train.host_memory)")
     parser.add_argument("--worker", choices=["peer", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--stage", type=int, choices=[1, 2], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -265,10 +277,12 @@ def main() -> None:
         for stage in (2, 1):
             for name, r in run_stage(model_dir, stage, args.steps, args.threads, args.passive_omp,
                                      "time" if args.clock == "wall" else "cpu", args.compile,
-                                     {"peer": args.peer_precision, "ours": args.precision}).items():
+                                     {"peer": args.peer_precision, "ours": args.precision},
+                                     args.peer_host_memory).items():
                 results[(name, stage)] = r
     print(f"\nclock: {args.clock}, {args.threads} thread(s){', OMP_WAIT_POLICY=PASSIVE' if args.passive_omp else ''}"
-          f", llava15 train.compile={args.compile}, precision: peer {args.peer_precision}, llava15 {args.precision}")
+          f", llava15 train.compile={args.compile}, precision: peer {args.peer_precision}, llava15 {args.precision}"
+          f", malloc tuning: llava15 yes, peer {'yes' if args.peer_host_memory else 'no'}")
     print(f"{'stage':6s} {'workload':9s} {'samples/s':>10s} {'real tok/s':>11s} {'median step s':>14s} "
           f"{'CPU s/step':>11s} {'peak RSS MiB':>13s}")
     for stage in (1, 2):

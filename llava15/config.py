@@ -154,6 +154,10 @@ class TrainConfig:
     """Build everything, run two steps, report peak memory and projected time, then stop."""
     compile: bool = False
     """torch.compile each decoder layer of the language model (dynamic shapes; the first steps compile)."""
+    last_layer_supervised_only: bool = True
+    """Compute the last decoder layer's row-wise work (query and output projections, attention queries,
+    MLP) only on rows whose next token is supervised, the only rows the loss reads: same loss and
+    gradients, less work. false: every row, as transformers computes it."""
     loss_normalization: str = "token"
     """`token`: mean over every supervised token of the optimizer step, all devices and micro-batches
     together (the same number whatever the device count or accumulation); `micro_batch`: the original's

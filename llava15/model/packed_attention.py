@@ -13,7 +13,8 @@ It is registered with transformers' `AttentionInterface` under `PACKED_SDPA` (a 
 no transformers code is changed) and the training runner switches the language model to it only for
 `data.batching: pack`, whose batches never carry an attention mask: transformers builds no mask for a
 registered attention without a mask function, so a padded batch must not use it. Saved checkpoints
-do not record it: transformers does not serialise the attention implementation.
+do not record it: transformers does not serialise the attention implementation. In training's last
+decoder layer only the queries the loss needs are computed (`model.last_layer_rows`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from llava15.model.last_layer_rows import first_query_row
 
 PACKED_SDPA = "llava15_packed_sdpa"
 
@@ -47,6 +50,7 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
                          "window, so packed samples cannot be told apart here; set model.attn_implementation "
                          "to flash_attention_2 or eager, or data.batching=pad")
     gqa = query.shape[1] != key.shape[1]
+    width = query.shape[2]
     rows = []
     # `split`, not slicing: a slice's backward writes its gradient into a zeroed full-length tensor, one
     # per sample, per query/key/value and layer (bench-small stage 2: ~5% of the step); split's backward
@@ -55,11 +59,28 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     for b, spans in enumerate(_spans_per_row(position_ids, query.shape[0])):
         lengths = [e - s for s, e in spans]
         samples = zip(*(rows_of[b].split(lengths, dim=2) for rows_of in per_row))
-        parts = [nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
-                                                            is_causal=True, enable_gqa=gqa) for q, k, v in samples]
+        parts = [_causal_sample(q, k, v, first_query_row(module, b * width + s, b * width + e) - b * width - s,
+                                dropout, scaling, gqa) for (s, e), (q, k, v) in zip(spans, samples)]
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
     out = rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _causal_sample(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, skip: int, dropout: float,
+                   scaling: float | None, gqa: bool) -> torch.Tensor:
+    """Causal attention of one sample; the first `skip` queries are not needed (`model.last_layer_rows`)
+    and get zeros, the others attend as in the full computation (lower-right aligned causal mask)."""
+    n = q.shape[2]
+    if skip == 0:
+        return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
+                                                          is_causal=True, enable_gqa=gqa)
+    if skip >= n:
+        return q.new_zeros(q.shape[:-1] + v.shape[-1:])
+    idle, needed = q.split([skip, n - skip], dim=2)
+    allowed = torch.arange(n, device=q.device)[None] <= torch.arange(skip, n, device=q.device)[:, None]
+    out = nn.functional.scaled_dot_product_attention(needed, k, v, attn_mask=allowed, dropout_p=dropout,
+                                                     scale=scaling, enable_gqa=gqa)
+    return torch.cat([out.new_zeros(idle.shape[:-1] + v.shape[-1:]), out], dim=2)
 
 
 _last_spans: tuple[torch.Tensor, list[list[tuple[int, int]]]] | None = None

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llava15.model.last_layer_rows import LastLayerRows
 from llava15.train.distributed import DistInfo, all_reduce_sum
-from llava15.train.loss import IGNORE_INDEX, shift_targets, supervised_loss_sum
+from llava15.train.loss import IGNORE_INDEX, shift_targets, supervised_loss_sum, supervised_rows
 
 
 @dataclass
@@ -38,6 +39,7 @@ class StepContext:
     num_image_tokens: int = 576
     image_size: int = 336
     text_needs_grad: bool = True  # False when only the projector trains (stage 1)
+    last_layer: LastLayerRows | None = None  # the last decoder layer on supervised rows only
 
 
 @dataclass
@@ -119,16 +121,20 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
             if ctx.autocast_dtype is not None else contextlib.nullcontext()
         # Stage 1, one process: a text-only micro-batch cannot reach the projector; forward only.
         no_grad = batch.get("pixel_values") is None and not ctx.text_needs_grad
-        with autocast, torch.no_grad() if no_grad else contextlib.nullcontext():
-            loss_sum, count = supervised_loss_sum(model, batch)
-        if ctx.loss_normalization == "token":
-            scaled = loss_sum * (dist_info.world_size / max(global_count, 1.0))
-            loss_acc += loss_sum.detach()
-        else:
-            scaled = loss_sum / max(count, 1) / n_micro
-            loss_acc += scaled.detach()
-        if not no_grad:
-            scaled.backward()
+        # open through the backward too: activation checkpointing reruns the last layer there
+        rows_only = ctx.last_layer.rows_only(supervised_rows(batch["labels"])) \
+            if ctx.last_layer is not None else contextlib.nullcontext()
+        with rows_only:
+            with autocast, torch.no_grad() if no_grad else contextlib.nullcontext():
+                loss_sum, count = supervised_loss_sum(model, batch)
+            if ctx.loss_normalization == "token":
+                scaled = loss_sum * (dist_info.world_size / max(global_count, 1.0))
+                loss_acc += loss_sum.detach()
+            else:
+                scaled = loss_sum / max(count, 1) / n_micro
+                loss_acc += scaled.detach()
+            if not no_grad:
+                scaled.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not dist_info.distributed:
         for p in trainable:

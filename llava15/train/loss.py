@@ -27,6 +27,12 @@ def shift_targets(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
 
 
+def supervised_rows(labels: torch.Tensor) -> torch.Tensor:
+    """Flat indices (row-major over [batch, length]) of the positions with a supervised next-token target:
+    the rows lm_head reads, and the only rows the last decoder layer must compute (`model.last_layer_rows`)."""
+    return (shift_targets(labels) != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
+
+
 def supervised_loss_sum(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
     """Forward `batch` through the model; return (sum of CE over supervised tokens, their count).
 

@@ -22,6 +22,7 @@ from llava15.config import RecipeConfig, load_recipe, recipe_to_dict
 from llava15.train import checkpoint as ckpt
 from llava15.train.batches import BatchPlan
 from llava15.train.distributed import cleanup, init_distributed
+from llava15.train.host_memory import keep_freed_host_memory
 from llava15.train.logging import MetricsLogger, peak_memory_mib, say
 from llava15.train.loop import StepContext, train_step
 from llava15.train.optim import build_optimizer, build_scheduler
@@ -48,6 +49,9 @@ def train(cfg: RecipeConfig) -> Path:
     dist = init_distributed(t_cfg.device)
     seed_everything(t_cfg.seed)
     say(f"device: rank 0 on {dist.device}, {dist.world_size} rank(s)", dist.is_main)
+    if dist.device.type == "cpu" and keep_freed_host_memory():
+        say("host memory: freed tensors stay in the heap for reuse (glibc mmap/trim thresholds 1 GiB)",
+            dist.is_main)
     out = Path(t_cfg.output_dir)
     recipe_yaml = yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False)
 

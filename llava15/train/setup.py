@@ -70,6 +70,7 @@ def load_base(cfg: RecipeConfig):
 def build_model(cfg: RecipeConfig, dist: DistInfo):
     """The model ready to train, its tokenizer, ImageSettings and the step-context fields."""
     from llava15.model.freeze import apply_freeze
+    from llava15.model.last_layer_rows import LastLayerRows
     from llava15.model.load import num_image_tokens
     from llava15.model.packed_attention import PACKED_SDPA, use_packed_attention
 
@@ -108,9 +109,16 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
         ctx_kw["autocast_dtype"] = bf16_on_one_device(model)
         precision = "bf16 autocast; frozen weights stored in bf16, trained weights and optimizer in fp32"
     say(f"precision: {precision}", dist.is_main)
+    if cfg.train.last_layer_supervised_only:
+        last_layer = LastLayerRows(model)
+        ctx_kw["last_layer"] = last_layer if last_layer.enabled else None
+        say(last_layer.describe(), dist.is_main)
     if cfg.train.compile:
-        n = compile_decoder_layers(model)
-        say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)", dist.is_main)
+        # the last layer's row hooks and per-sample query ranges would break its graph every step
+        n = compile_decoder_layers(model, skip_last=ctx_kw.get("last_layer") is not None)
+        say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)"
+            + ("; the last one runs eager, on supervised rows only" if ctx_kw.get("last_layer") else ""),
+            dist.is_main)
     return model, tok, image, ctx_kw
 
 
@@ -123,9 +131,9 @@ def bf16_on_one_device(model: torch.nn.Module) -> torch.dtype:
     return torch.bfloat16
 
 
-def compile_decoder_layers(model: torch.nn.Module) -> int:
+def compile_decoder_layers(model: torch.nn.Module, skip_last: bool = False) -> int:
     """`torch.compile` each decoder layer of the language model in place (`nn.Module.compile`, dynamic
-    shapes); returns how many.
+    shapes), all but the last with `skip_last`; returns how many.
 
     Why per layer: compiling the whole LLaVA forward breaks its graph at the image scatter and at the
     supervised-position selection and recompiles for every new sequence length (bench-small stage 2 on
@@ -138,9 +146,10 @@ def compile_decoder_layers(model: torch.nn.Module) -> int:
     if not isinstance(layers, torch.nn.ModuleList):
         raise ValueError("train.compile: no `language_model.layers` list of decoder layers in this model; "
                          "set train.compile=false")
-    for layer in layers:
+    chosen = list(layers)[:-1] if skip_last else list(layers)
+    for layer in chosen:
         layer.compile(dynamic=True)
-    return len(layers)
+    return len(chosen)
 
 
 def build_data(cfg: RecipeConfig, tok, image, model, dist: DistInfo):
