@@ -3,12 +3,12 @@
 glibc's malloc serves every block above its mmap threshold (at most 32 MiB, and it starts at 128 KiB)
 with a fresh `mmap`, and gives it back to the kernel when freed. A training step allocates and frees
 hundreds of activations and gradients larger than that (bench-small stage 2: [6167, 1376] fp32 is
-34 MiB), so each step faults all of them in again page by page: 150-220 k minor page faults and about
-0.5 s of kernel time per step. Raising the mmap threshold and the trim threshold makes freed blocks
-stay in the heap for the next step's tensors of the same sizes. bench-small stage 2 on the 2-core CPU,
-two processes stepping alternately on the same batches: 3.78 → 3.56 s per step (benchmarks/RESULTS.md).
-The memory stays mapped to the process instead of going back to the kernel between steps: the peak
-is what it was, the low points between steps are higher.
+34 MiB), so each step faults all of them in again page by page. Raising the mmap threshold and the
+trim threshold makes freed blocks stay in the heap for the next step's tensors of the same sizes.
+bench-small stage 2 on the 2-core CPU: 180-210 k → 30 k minor page faults and 0.55 → 0.15 s of kernel
+time per step; two processes stepping alternately on the same batches, 4.23 → 3.85 s per step
+(benchmarks/RESULTS.md). The memory stays mapped to the process instead of going back to the kernel
+between steps: the peak is what it was, the low points between steps are higher.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ on GPU; CPUs with AMX gain from it too). `text_config.use_cache`
 is switched off: with a cache object transformers does not detect packed sequences (hf_llava.md §0.1).
 With `data.batching: pack` an `sdpa` language model runs `model.packed_attention` (each packed sample
 attends to itself only, at its own length's cost), and `data.pack_tokens: 0` then packs each
-micro-batch into one row, so no row is padded.
+micro-batch into one row, so no row is padded. With `train.last_layer_supervised_only` (default) the
+last decoder layer computes its row-wise work only on supervised rows (`model.last_layer_rows`).
 
 `build_data` makes the lazy dataset, the per-epoch sample order (seeded permutation for packing, the
 original modality-grouped order otherwise) and the collator. `save_final` writes `output_dir/final/`
