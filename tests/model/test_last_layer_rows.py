@@ -55,10 +55,14 @@ def _loss_and_grads(model, batch, last_layer: LastLayerRows | None):
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
 @pytest.mark.parametrize("layout", ["packed", "padded"])
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_loss_and_gradients_equal_the_full_computation(tiny_llava_dir, layout, checkpointing):
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_loss_and_gradients_equal_the_full_computation(tiny_llava_dir, layout, checkpointing, device):
+    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32).to(device)
     model.config.text_config.use_cache = False
     model.train()
     ids, labels = _samples(model)
@@ -68,6 +72,7 @@ def test_loss_and_gradients_equal_the_full_computation(tiny_llava_dir, layout, c
     else:
         batch = _padded(ids, labels)
     batch["pixel_values"] = _pixels(model)
+    batch = {k: v.to(device) for k, v in batch.items()}
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ref_loss, ref_grads = _loss_and_grads(model, batch, None)

@@ -40,3 +40,26 @@ def test_gradients_match_full_vocab_loss(samples) -> None:
     for name, p in model.named_parameters():
         if p.grad is not None:
             torch.testing.assert_close(ours[name], p.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_the_runners_step_equals_full_vocab_loss(samples) -> None:
+    """As `llava15 train` computes it by default: one packed row under the packed attention, the last
+    decoder layer on supervised rows only; the loss and gradients of HF's full-vocabulary loss."""
+    from llava15.model.last_layer_rows import LastLayerRows
+    from llava15.model.packed_attention import use_packed_attention
+    from llava15.train.loss import supervised_rows
+
+    model = tiny_llava()
+    padded = padded_batch(samples, n_images=2)
+    reference = full_vocab_loss(model, padded)
+    reference.backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    assert use_packed_attention(model)
+    packed = packed_batch(samples, n_images=2)
+    with LastLayerRows(model).rows_only(supervised_rows(packed["labels"])):
+        total, count = supervised_loss_sum(model, packed)
+        (total / count).backward()
+    torch.testing.assert_close(total.detach() / count, reference.detach(), atol=1e-5, rtol=0)
+    for name, grad in want.items():
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, atol=1e-6, rtol=1e-4, msg=name)
