@@ -41,20 +41,20 @@ def first_query_row(module: nn.Module, start: int, end: int) -> int:
     return rows[i] if i < len(rows) and rows[i] < end else end
 
 
-def last_decoder_layer(model: nn.Module) -> nn.Module | None:
-    """`language_model.layers[-1]` of a LLaVA model (through LoRA and FSDP wrappers), or None."""
+def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """`language_model.layers` of a LLaVA model (through LoRA and FSDP wrappers), or None."""
     for m in model.modules():
         layers = getattr(getattr(m, "language_model", None), "layers", None)
         if isinstance(layers, nn.ModuleList) and len(layers):
-            return layers[-1]
+            return layers
     return None
 
 
 class LastLayerRows:
     def __init__(self, model: nn.Module):
-        layer = last_decoder_layer(model)
-        mlp = getattr(layer, "mlp", None) if layer is not None else None
-        self.attention = getattr(layer, "self_attn", None) if mlp is not None else None
+        layers = decoder_layers(model)
+        mlp = getattr(layers[-1], "mlp", None) if layers is not None else None
+        self.attention = getattr(layers[-1], "self_attn", None) if mlp is not None else None
         self.modules = [m for m in (getattr(self.attention, "q_proj", None), getattr(self.attention, "o_proj", None),
                                     mlp) if isinstance(m, nn.Module)]
         self.rows: torch.Tensor | None = None

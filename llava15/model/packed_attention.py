@@ -76,11 +76,11 @@ def _causal_sample(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, skip: int,
                                                           is_causal=True, enable_gqa=gqa)
     if skip >= n:
         return q.new_zeros(q.shape[:-1] + v.shape[-1:])
-    idle, needed = q.split([skip, n - skip], dim=2)
+    needed = q.split([skip, n - skip], dim=2)[1]
     allowed = torch.arange(n, device=q.device)[None] <= torch.arange(skip, n, device=q.device)[:, None]
     out = nn.functional.scaled_dot_product_attention(needed, k, v, attn_mask=allowed, dropout_p=dropout,
                                                      scale=scaling, enable_gqa=gqa)
-    return torch.cat([out.new_zeros(idle.shape[:-1] + v.shape[-1:]), out], dim=2)
+    return torch.cat([out.new_zeros(*out.shape[:2], skip, out.shape[-1]), out], dim=2)
 
 
 _last_spans: tuple[torch.Tensor, list[list[tuple[int, int]]]] | None = None

@@ -110,15 +110,16 @@ def build_model(cfg: RecipeConfig, dist: DistInfo):
         ctx_kw["autocast_dtype"] = bf16_on_one_device(model)
         precision = "bf16 autocast; frozen weights stored in bf16, trained weights and optimizer in fp32"
     say(f"precision: {precision}", dist.is_main)
-    if cfg.train.last_layer_supervised_only:
-        last_layer = LastLayerRows(model)
-        ctx_kw["last_layer"] = last_layer if last_layer.enabled else None
+    last_layer = LastLayerRows(model) if cfg.train.last_layer_supervised_only else None
+    if last_layer is not None:
         say(last_layer.describe(), dist.is_main)
+        last_layer = last_layer if last_layer.enabled else None
+    ctx_kw["last_layer"] = last_layer
     if cfg.train.compile:
         # the last layer's row hooks and per-sample query ranges would break its graph every step
-        n = compile_decoder_layers(model, skip_last=ctx_kw.get("last_layer") is not None)
+        n = compile_decoder_layers(model, skip_last=last_layer is not None)
         say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)"
-            + ("; the last one runs eager, on supervised rows only" if ctx_kw.get("last_layer") else ""),
+            + ("; the last one runs eager, on supervised rows only" if last_layer is not None else ""),
             dist.is_main)
     return model, tok, image, ctx_kw
 
@@ -142,9 +143,10 @@ def compile_decoder_layers(model: torch.nn.Module, skip_last: bool = False) -> i
     (~20 s there) and fuses the layer's small operations (RMSNorm, rotary, SiLU-gate, residuals):
     4 steps took 13.5 s against 15.3 s eager. The layers keep their modules, so FSDP2 sharding,
     activation checkpointing, LoRA and saving see the same model."""
-    owners = [m for m in model.modules() if isinstance(getattr(m, "language_model", None), torch.nn.Module)]
-    layers = getattr(owners[0].language_model, "layers", None) if owners else None
-    if not isinstance(layers, torch.nn.ModuleList):
+    from llava15.model.last_layer_rows import decoder_layers
+
+    layers = decoder_layers(model)
+    if layers is None:
         raise ValueError("train.compile: no `language_model.layers` list of decoder layers in this model; "
                          "set train.compile=false")
     chosen = list(layers)[:-1] if skip_last else list(layers)
