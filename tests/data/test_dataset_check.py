@@ -7,7 +7,7 @@ from argparse import Namespace
 
 import pytest
 import torch
-from data_spec import IMAGE_ID, SPEC
+from data_spec import IMAGE_ID, SPEC, need_shared
 from PIL import Image
 
 from llava15.data.check import run_check, run_show
@@ -82,6 +82,7 @@ def test_fail_policy_raises_with_reason(data):
 
 
 def _args(path, root, **kw):
+    need_shared()  # the Vicuna tokenizer fixture
     base = dict(file=str(path), images=str(root), tokenizer=str(SPEC / "fixtures" / "vicuna_tokenizer"),
                 template="vicuna_v1", format="json", inference=False, max_problem_fraction=0.0, histogram=None)
     return Namespace(**{**base, **kw})
@@ -171,6 +172,7 @@ def test_cli_data_show_and_check_processes(data):
     if not script.exists():
         pytest.skip("the llava15 console script is not installed in this environment")
     path, root = data
+    need_shared()  # the Vicuna tokenizer fixture
     tok = str(SPEC / "fixtures" / "vicuna_tokenizer")
     show = subprocess.run([str(script), "data", "show", str(path), "--tokenizer", tok, "--format", "json",
                            "--inference", "--limit", "3"], capture_output=True, text=True, timeout=300)
