@@ -118,7 +118,7 @@ def copy_pretrain(src: Path, dst: Path, schedule: int, steps: int, lr: float = 1
 
 def fresh_lm(like: Path, dst: Path, text: dict) -> None:
     """A random Llama of the demo's shape updated by `text`, with `like`'s tokenizer files."""
-    from llava15 import demo
+    from llava15.demo import common as demo
 
     demo.save_random_llm(dst, json.loads((like / "config.json").read_text())["vocab_size"], 0, **text)
     copy_missing_files(like, dst)
@@ -146,12 +146,12 @@ def per_kind_accuracy(eval_data: Path, eval_out: Path) -> dict[str, float]:
 
 
 def run_variant(root: Path, out: Path, cfg: dict, smoke: bool = False) -> dict:
-    from llava15 import demo
+    from llava15.demo import common as demo
 
     out.mkdir(parents=True, exist_ok=True)
     data, llm = root / "data", root / "init" / "llm"
     if cfg.get("n_train"):
-        from llava15.data.synthetic import synthesize
+        from llava15.demo.world import synthesize
 
         data = out / "data"
         synthesize(data, seed=0, n_train=cfg["n_train"], n_eval=0)

@@ -39,13 +39,13 @@ def make_pope_folder(root: Path, images: int, per_image: int) -> Path:
 def baseline_loop(bundle, engine, bench, questions, max_new_tokens: int) -> list[str]:
     """One question at a time, as model_vqa_loader.py does (batch size 1, greedy)."""
     from llava15.data.conversation import Message
-    from llava15.data.images import load_image, preprocess_image
+    from llava15.data.images import load_image, preprocess_with
 
     s = bundle.image
     out = []
     for q in questions:
         image = load_image(q.image_path)
-        pixels = preprocess_image(image, mode=s.aspect_ratio, size=s.size, mean=s.mean, std=s.std)[None]
+        pixels = preprocess_with(image, s)[None]
         ids = torch.tensor([engine.prompt_ids([Message("user", q.prompt_text)])], device=engine.device)
         with torch.inference_mode():
             gen = bundle.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),

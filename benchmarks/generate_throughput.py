@@ -186,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     for batch in [int(b) for b in args.batches.split(",")]:
         rates = _bench_batch(model, engine, ids, batch, gen, args.reps)
         results[batch] = rates["llava15"] / rates["peer"]
-    print(f"lm_head path for one greedy row (timed choice, llava15/infer/lm_head.py): {engine._head.greedy_path}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     for batch, ratio in results.items():
         print(f"batch{batch} decode speedup: {ratio:.2f}x")

@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bandwidth-tbs", type=float, default=None)
     args = ap.parse_args(argv)
 
+    from llava15.data.images import ImageSettings
     from llava15.infer.decoding import DecodingParams
     from llava15.infer.engine import Engine, Prepared
-    from llava15.model.load import ImageSettings, LlavaBundle, num_image_tokens
+    from llava15.model.format import num_image_tokens
+    from llava15.model.load import LlavaBundle
     from llava15.testing import make_tiny_tokenizer
 
     if not args.tiny and not torch.cuda.is_available():

@@ -148,10 +148,11 @@ def worker(args: argparse.Namespace) -> None:
         from llava15.config import TrainConfig
         from llava15.model.last_layer_rows import LastLayerRows
         from llava15.model.packed_attention import use_packed_attention
+        from llava15.train.compile import compile_decoder_layers
         from llava15.train.distributed import DistInfo
         from llava15.train.loop import StepContext, train_step
         from llava15.train.optim import build_optimizer, build_scheduler
-        from llava15.train.setup import bf16_on_one_device, compile_decoder_layers
+        from llava15.train.precision import bf16_on_one_device
 
         # in the runner's order (train.setup.build_model): attention, precision, last layer, compilation
         use_packed_attention(model)

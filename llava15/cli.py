@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Callable
 
+from llava15.config import DEFAULT_TEMPLATE
+
 AddArgs = Callable[[argparse.ArgumentParser], None]
 
 
@@ -45,7 +47,7 @@ def _data_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
     p.add_argument("--images", default=None, help="image root folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (enables token-level checks)")
-    p.add_argument("--template", default="vicuna_v1", help="chat template name")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="chat template name")
     p.add_argument("--num-image-tokens", type=int, default=576, help="tokens each image expands to")
     p.add_argument("--model-max-length", type=int, default=2048, help="token budget per sample")
     p.add_argument("--max-problem-fraction", type=float, default=0.0,
@@ -56,7 +58,7 @@ def _data_check(p: argparse.ArgumentParser) -> None:
 def _data_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder")
-    p.add_argument("--template", default="vicuna_v1", help="chat template name")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, help="chat template name")
     p.add_argument("--format", default="text", choices=["text", "json"], help="output format")
     p.add_argument("--inference", action="store_true",
                    help="show the generation prompt of the first turn and its ids")
@@ -153,7 +155,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, str] | tuple[str, dict]] = {
         "show": ("render records as exact prompts with supervised spans", _data_show,
                  "llava15.data.check:run_show"),
         "synth": ("write the synthetic world's training and evaluation files", _data_synth,
-                  "llava15.data.synthetic:run_synth"),
+                  "llava15.demo.world:run_synth"),
     }),
     "chat": ("chat with a model in the terminal", _chat, "llava15.infer.chat:run_chat"),
     "serve": ("OpenAI-compatible HTTP server with a web UI", _serve, "llava15.infer.server:run_serve"),
@@ -162,7 +164,7 @@ COMMANDS: dict[str, tuple[str, AddArgs, str] | tuple[str, dict]] = {
         "score": ("score an answers file", _eval_score, "llava15.eval.score:run_score"),
         "report": ("Table-2 report from scores files", _eval_report, "llava15.eval.report:run_report"),
     }),
-    "demo": ("the whole paper on the synthetic world, on a CPU, in minutes", _demo, "llava15.demo:run_demo"),
+    "demo": ("the whole paper on the synthetic world, on a CPU, in minutes", _demo, "llava15.demo.run:run_demo"),
 }
 
 

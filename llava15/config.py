@@ -18,6 +18,11 @@ from typing import Any
 
 import yaml
 
+# LLaVA-1.5's stage-2 template: the default wherever a checkpoint or a command does not name one.
+DEFAULT_TEMPLATE = "vicuna_v1"
+# The recipes shipped inside the package (package data): `llava15 train stage2_finetune` finds them.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
 
 class ConfigError(ValueError):
     """A recipe or override is invalid; the message names the dotted key."""
@@ -57,7 +62,7 @@ class DataConfig:
     """Training data: a LLaVA JSON/JSONL file, or a Hugging Face `datasets` folder / parquet file."""
     image_folder: str = ""
     """Root folder that image paths in the data are relative to."""
-    template: str = "vicuna_v1"
+    template: str = DEFAULT_TEMPLATE
     """Chat template name (`plain` for stage 1, `vicuna_v1` for stage 2; see data/templates.py)."""
     image_aspect_ratio: str = "pad"
     """`pad` (expand to square with the CLIP mean colour), `square` (resize + centre crop), `resize`."""
@@ -265,11 +270,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with llava15 (without `.yaml`)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: an existing path, or the name of a packaged recipe (`stage2_finetune[.yaml]`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    packaged = RECIPES_DIR / name
+    # `recipes/x.yaml` (the checkout's old location) and `x` both find the packaged copy
+    if packaged.is_file() and (path.parent == Path(".") or path.parent.name == "recipes"):
+        return packaged
+    raise ConfigError(f"recipe {str(name_or_path)!r} not found: not a file, and not one of the packaged "
+                      f"recipes ({', '.join(packaged_recipes())})")
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or start from defaults when `path` is None) and apply overrides."""
+    """Read a recipe YAML (a path or a packaged recipe's name; defaults when None) and apply overrides."""
     data: dict = {}
     if path is not None:
-        text = Path(path).read_text()
+        path = resolve_recipe(path)
+        text = path.read_text()
         loaded = yaml.safe_load(text)
         if loaded is None:
             loaded = {}

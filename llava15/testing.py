@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from llava15.config import DEFAULT_TEMPLATE
+
 TINY_SEED = 0
 BENCH_SEED = 1234
 BENCH_VOCAB = 32064
@@ -69,7 +71,7 @@ def tiny_corpus() -> list[str]:
 
 def make_tiny_tokenizer(dir: str | Path, vocab_size: int = 384) -> Path:
     """Train the tiny SentencePiece tokenizer into `dir` (tokenizer.model + HF files)."""
-    from llava15.model.tokenizer import train_sentencepiece_tokenizer
+    from llava15.demo.tokenizer import train_sentencepiece_tokenizer
 
     return train_sentencepiece_tokenizer(tiny_corpus() * 4, dir, vocab_size)
 
@@ -126,11 +128,11 @@ def make_tiny_llama(dir: str | Path, tokenizer_dir: str | Path | None = None, se
     return dir
 
 
-def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = "vicuna_v1",
+def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = DEFAULT_TEMPLATE,
                     projector: str = "mlp2x_gelu", seed: int = TINY_SEED) -> Path:
     """A tiny random LLaVA checkpoint in the llava15/HF layout or the original LLaVA layout."""
     from llava15.model.build import build_llava
-    from llava15.model.load import save_checkpoint
+    from llava15.model.save import save_checkpoint
 
     if layout not in ("hf", "original"):
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
@@ -156,10 +158,10 @@ def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = "vicuna
 
 
 def make_bench_small_llava(dir: str | Path, tokenizer_dir: str | Path | None = None,
-                           template: str = "vicuna_v1") -> Path:
+                           template: str = DEFAULT_TEMPLATE) -> Path:
     """The bench-small model of spec/cpu_baseline.md (49.3 M parameters), saved as a checkpoint."""
     from llava15.model.build import build_llava
-    from llava15.model.load import save_checkpoint
+    from llava15.model.save import save_checkpoint
 
     dir = Path(dir)
     with tempfile.TemporaryDirectory(prefix="llava15-bench-") as tmp:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from llava15.config import load_recipe
+from llava15.config import RECIPES_DIR, load_recipe
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = RECIPES_DIR
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)

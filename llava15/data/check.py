@@ -22,6 +22,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from llava15.config import DEFAULT_TEMPLATE
 from llava15.data.conversation import IMAGE_TOKEN, DataError, Message, move_images_to_front
 from llava15.data.dataset import Problems, check_record, image_path
 from llava15.data.formats import read_records, record_images
@@ -61,7 +62,7 @@ def _open_images(conv: Any, root: str, source: str) -> None:
 
 def run_check(args: Any) -> int:
     tokenizer = _load_tokenizer(getattr(args, "tokenizer", None))
-    template = getattr(args, "template", None) or "vicuna_v1"
+    template = getattr(args, "template", None) or DEFAULT_TEMPLATE
     max_len = getattr(args, "model_max_length", None) or 2048
     n_img_tok = getattr(args, "num_image_tokens", None) or 576
     source, root = str(args.file), getattr(args, "images", None)
@@ -158,7 +159,7 @@ def run_show(args: Any) -> int:
     tokenizer = _load_tokenizer(args.tokenizer)
     if tokenizer is None:
         raise SystemExit("data show needs --tokenizer DIR")
-    tmpl = get_template(getattr(args, "template", None) or "vicuna_v1", tokenizer)
+    tmpl = get_template(getattr(args, "template", None) or DEFAULT_TEMPLATE, tokenizer)
     image_id, as_json = image_token_id_for(tokenizer), getattr(args, "format", "text") == "json"
     root, limit, source = getattr(args, "images", None), getattr(args, "limit", None), str(args.file)
     color = sys.stdout.isatty()

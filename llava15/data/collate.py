@@ -21,21 +21,22 @@ from typing import Any
 
 import torch
 
+from llava15.data.conversation import IGNORE_INDEX
 from llava15.data.packing import pack_rows, plan_rows
-
-IGNORE_INDEX = -100
 
 
 def expand_image_tokens(input_ids: Any, labels: Any, image_token_id: int,
-                        num_image_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Repeat every image id `num_image_tokens` times; the labels there are -100."""
+                        num_image_tokens: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Repeat every image id `num_image_tokens` times; the labels there are -100 (`labels` may be None:
+    an inference prompt, whose expanded ids the engine feeds the model)."""
     ids = torch.as_tensor(input_ids, dtype=torch.long)
-    lab = torch.as_tensor(labels, dtype=torch.long)
     is_image = ids == image_token_id
     repeats = torch.where(is_image, num_image_tokens, 1)
     out_ids = torch.repeat_interleave(ids, repeats)
-    out_labels = torch.repeat_interleave(torch.where(is_image, IGNORE_INDEX, lab), repeats)
-    return out_ids, out_labels
+    if labels is None:
+        return out_ids, None
+    lab = torch.as_tensor(labels, dtype=torch.long)
+    return out_ids, torch.repeat_interleave(torch.where(is_image, IGNORE_INDEX, lab), repeats)
 
 
 class Collator:
@@ -51,15 +52,6 @@ class Collator:
         self.pad_token_id, self.image_token_id = pad_token_id, image_token_id
         self.num_image_tokens, self.mode, self.padding_side = num_image_tokens, mode, padding_side
         self.pack_tokens, self.image_size, self.max_length = pack_tokens, image_size, max_length
-
-    @classmethod
-    def from_config(cls, data: Any, pad_token_id: int, image_token_id: int, num_image_tokens: int,
-                    image_size: int) -> Collator:
-        """From a `DataConfig` (`batching`, `pack_tokens`, `padding_side`, `model_max_length`)."""
-        pack = data.batching == "pack"
-        return cls(pad_token_id, image_token_id, num_image_tokens, mode="pack" if pack else "pad",
-                   padding_side=data.padding_side, pack_tokens=(data.pack_tokens or data.model_max_length)
-                   if pack else None, image_size=image_size, max_length=data.model_max_length)
 
     def dummy_pixels(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """One all-zero image, to keep the vision path running on text-only batches (see docstring)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 IMAGE_TOKEN = "<image>"
+IGNORE_INDEX = -100  # the label of every position the loss skips (PyTorch cross_entropy's default)
 ROLES = ("system", "user", "assistant")
 
 

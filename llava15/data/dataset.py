@@ -32,6 +32,7 @@ from llava15.data.formats import (
     record_to_conversation,
     scan_json,
 )
+from llava15.data.images import ImageSettings
 
 log = logging.getLogger("llava15.data")
 
@@ -133,10 +134,8 @@ class LlavaDataset:
 
     def __init__(self, path: str | Path, tokenizer: Any, template: Any, image_token_id: int,
                  image_folder: str | Path | None = None, num_image_tokens: int = 576,
-                 model_max_length: int = 2048, image_mode: str = "pad", image_size: int = 336,
-                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 model_max_length: int = 2048, image: ImageSettings | None = None,
                  bad_records: str = "skip", check_files: bool = True, index: DatasetIndex | None = None) -> None:
-        from llava15.data.images import CLIP_MEAN, CLIP_STD
         from llava15.data.templates import get_template
 
         if bad_records not in ("skip", "fail"):
@@ -146,21 +145,10 @@ class LlavaDataset:
         self.template = get_template(template, tokenizer) if isinstance(template, str) else template
         self.image_folder = image_folder
         self.num_image_tokens, self.model_max_length = num_image_tokens, model_max_length
-        self.image_mode, self.image_size = image_mode, image_size
-        self.mean, self.std = mean or CLIP_MEAN, std or CLIP_STD
+        self.image = image or ImageSettings()
         self.bad_records = bad_records
         self.late_problems = Problems()
         self._bad: set[int] = set()
-
-    @classmethod
-    def from_config(cls, data: Any, tokenizer: Any, image_token_id: int, num_image_tokens: int,
-                    image_size: int = 336, mean: tuple[float, ...] | None = None,
-                    std: tuple[float, ...] | None = None) -> LlavaDataset:
-        """From a `DataConfig` (`path`, `image_folder`, `template`, `image_aspect_ratio`, ...)."""
-        return cls(data.path, tokenizer, data.template, image_token_id, image_folder=data.image_folder or None,
-                   num_image_tokens=num_image_tokens, model_max_length=data.model_max_length,
-                   image_mode=data.image_aspect_ratio, image_size=image_size, mean=mean, std=std,
-                   bad_records=data.bad_records)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -183,7 +171,7 @@ class LlavaDataset:
         """Sample i, raising `DataError` when it is bad (no policy applied)."""
         import torch
 
-        from llava15.data.images import load_image, preprocess_image
+        from llava15.data.images import load_image, preprocess_with
         from llava15.data.tokenization import encode_conversation
 
         record = self.index.record(i)
@@ -203,7 +191,7 @@ class LlavaDataset:
                 raise DataError(f"cannot read image {str(src)[:200]!r}: {type(exc).__name__}: {exc}",
                                 record_id=conv.id, field=f"image[{j}]", reason="unreadable_image",
                                 source=self.index.path) from exc
-            pixels.append(preprocess_image(image, self.image_mode, self.image_size, self.mean, self.std))
+            pixels.append(preprocess_with(image, self.image))
         return {"id": conv.id, "input_ids": torch.tensor(enc.input_ids, dtype=torch.long),
                 "labels": torch.tensor(enc.labels, dtype=torch.long),
                 "pixel_values": torch.stack(pixels) if pixels else None,

@@ -11,6 +11,12 @@ resize the short side to `size` (long side `int(size*long/short)`) and centre-cr
 default); `resize` = stretch to `size`×`size`. Resizing is PIL bicubic on uint8 (torch interpolation
 differs by up to 1.8 after normalisation); then `x/255` in float64 -> float32, `(x-mean)/std` in
 float32, CHW. Bounding boxes in region-level data refer to the padded square, as in the original.
+
+`ImageSettings(size, mean, std, aspect_ratio)` is how one checkpoint turns images into pixels; it is
+recorded in the checkpoint (`llava15.json`) and written as the HF processor config
+(`to_processor_config`, read back by `from_processor_config` for folders without our metadata).
+`aspect_ratio` is the one name of the pad / square / resize choice (the recipe key is
+`data.image_aspect_ratio`, the original's name).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import functools
 import io
 import json
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,61 @@ from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-MODES = ("pad", "square", "resize")
+ASPECT_RATIOS = ("pad", "square", "resize")
+DEFAULT_ASPECT_RATIO = "pad"  # LLaVA-1.5 stage 2 (expand2square)
+# The original code applies the CLIP processor as is (shortest side + centre crop) unless its config
+# says `image_aspect_ratio: pad`: what a stage-1 run and an original config without the field mean.
+ORIGINAL_DEFAULT_ASPECT_RATIO = "square"
+
+
+@dataclass
+class ImageSettings:
+    """How images are turned into pixels for one checkpoint."""
+
+    size: int = 336
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
+    aspect_ratio: str = DEFAULT_ASPECT_RATIO
+
+    def __post_init__(self) -> None:
+        if self.aspect_ratio not in ASPECT_RATIOS:
+            raise ValueError(f"image aspect ratio {self.aspect_ratio!r} unknown; known: {', '.join(ASPECT_RATIOS)}")
+        self.size, self.mean, self.std = int(self.size), tuple(self.mean), tuple(self.std)
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "aspect_ratio": self.aspect_ratio}
+
+    @classmethod
+    def from_json(cls, d: dict) -> ImageSettings:
+        return cls(size=int(d["size"]), mean=tuple(d["mean"]), std=tuple(d["std"]), aspect_ratio=d["aspect_ratio"])
+
+    def to_processor_config(self) -> dict:
+        """HF's `LlavaImageProcessor` config for these settings (`CLIPImageProcessor` has no `do_pad`,
+        and `do_pad` is LLaVA-1.5's expand-to-square)."""
+        s = self.size
+        crop = self.aspect_ratio != "resize"
+        return {
+            "image_processor_type": "LlavaImageProcessor", "processor_class": "LlavaProcessor",
+            "do_convert_rgb": True, "do_pad": self.aspect_ratio == "pad", "do_resize": True,
+            "size": {"shortest_edge": s} if crop else {"height": s, "width": s}, "resample": 3,
+            "do_center_crop": crop, "crop_size": {"height": s, "width": s}, "do_rescale": True,
+            "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(self.mean),
+            "image_std": list(self.std),
+        }
+
+    @classmethod
+    def from_processor_config(cls, pp: dict, default_size: int) -> ImageSettings:
+        """The settings an HF image processor config describes (what a llava-hf folder holds)."""
+        crop = pp.get("crop_size") or {}
+        size = crop.get("height") or (pp.get("size") or {}).get("shortest_edge") or default_size
+        if pp.get("do_pad"):
+            aspect = "pad"
+        elif pp.get("do_center_crop", True):
+            aspect = "square"
+        else:
+            aspect = "resize"
+        return cls(size=int(size), mean=tuple(pp.get("image_mean", CLIP_MEAN)),
+                   std=tuple(pp.get("image_std", CLIP_STD)), aspect_ratio=aspect)
 
 
 def write_clip_preprocessor_config(folder: Path, size: int) -> Path:
@@ -99,15 +160,15 @@ def resize_shortest_and_crop(image: Image.Image, size: int) -> Image.Image:
     return image
 
 
-def preprocess_image(image: Image.Image, mode: str = "pad", size: int = 336,
+def preprocess_image(image: Image.Image, aspect_ratio: str = DEFAULT_ASPECT_RATIO, size: int = 336,
                      mean: tuple[float, ...] = CLIP_MEAN, std: tuple[float, ...] = CLIP_STD) -> torch.Tensor:
     """A `3×size×size` float32 tensor, normalised with `mean`/`std` (see module docstring)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown image mode {mode!r}; known: {', '.join(MODES)}")
+    if aspect_ratio not in ASPECT_RATIOS:
+        raise ValueError(f"unknown image aspect ratio {aspect_ratio!r}; known: {', '.join(ASPECT_RATIOS)}")
     image = to_rgb(image)
-    if mode == "pad":
+    if aspect_ratio == "pad":
         image = resize_shortest_and_crop(expand2square(image, pad_color(mean)), size)
-    elif mode == "square":
+    elif aspect_ratio == "square":
         image = resize_shortest_and_crop(image, size)
     elif image.size != (size, size):
         image = image.resize((size, size), Image.BICUBIC)
@@ -124,3 +185,8 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
     """(x/255 in float64 -> float32 - mean) / std in float32, for every uint8 x: shape [3, 256]."""
     x = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
     return np.stack([(x - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)]).astype(np.float32)
+
+
+def preprocess_with(image: Image.Image, settings: ImageSettings) -> torch.Tensor:
+    """`preprocess_image` with a checkpoint's `ImageSettings`."""
+    return preprocess_image(image, settings.aspect_ratio, settings.size, settings.mean, settings.std)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from llava15.data.conversation import IGNORE_INDEX
 
 
 def plan_rows(lengths: list[int], budget: int) -> list[list[int]]:

@@ -18,10 +18,15 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from llava15.data.conversation import IMAGE_TOKEN, Conversation, DataError, Message, move_images_to_front
+from llava15.data.conversation import (
+    IGNORE_INDEX,
+    IMAGE_TOKEN,
+    Conversation,
+    DataError,
+    Message,
+    move_images_to_front,
+)
 from llava15.data.templates import Segment, Template, get_template
-
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -22,11 +22,8 @@ Why these choices (bench-small, 1-thread CPU decode step ~22 ms):
 - The mask is additive (0 / dtype-min, [B, 1, 1, T]) rather than boolean: sdpa would convert a boolean
   mask to this form in every layer of every step, and eager attention needs it anyway.
 - The language model and the lm_head are called directly: no image can occur in a decode step, and the
-  LLaVA wrapper's per-call work is a measurable share of a small model's step. A plain `LlamaModel`
-  (LLaVA-1.5's) is stepped through its own modules (embedding, rotary, decoder layers, norm), skipping
-  the per-call wrapping of its forward (~3% of that step); other language models run their forward.
-- The lm_head goes through `DecodeHead` (re-laid-out weight copies on CPU; see lm_head.py); batches
-  whose rows are all greedy (no JSON) ask for tokens (`greedy`), so one row can use its bf16 screen.
+  LLaVA wrapper's per-call work is a measurable share of a small model's step.
+- The lm_head goes through `DecodeHead` (a re-laid-out weight copy on CPU; see lm_head.py).
 - `compile_decode` (the engine's option): `hidden` runs through one `torch.compile`d function shared by
   all steps; dynamo keeps one graph per shape (batch, cache length) and guards the rest. On a 2-core
   Xeon (AMX) it took bench-small's batch-1 step from 8.6-10.7 to 6.0-7.7 ms: the step's small operations
@@ -52,8 +49,6 @@ from llava15.infer.cuda_graph import DecodeGraph
 class DecodeStep:
     def __init__(self, engine, batch: int, total: int) -> None:
         self.lm, self.head, self.cache_kw = engine._lm, engine._head, engine._cache_kw
-        lm = self.lm
-        self.layers = lm.layers[:lm.config.num_hidden_layers] if type(lm).__name__ == "LlamaModel" else None
         self.shape = (batch, total)
         self.cache = StaticCache(config=engine.model.config, max_cache_len=total)
         self.mask = torch.zeros((batch, 1, 1, total), dtype=engine.dtype, device=engine.device)
@@ -86,14 +81,8 @@ class DecodeStep:
         return logits
 
     def greedy(self, token: torch.Tensor) -> list[int]:
-        """The step's greedy tokens, for batches that need nothing else from the logits (no sampled or
-        JSON row): the lm_head may then screen in bf16 first (`DecodeHead.greedy`)."""
-        if self.use_graph:
-            return self(token).argmax(-1).tolist()
-        self._next_slot()
-        chosen = self.head.greedy(self.hidden(token, self.mask, self.positions))
-        self.positions += 1
-        return chosen
+        """The step's greedy tokens, for batches that need nothing else from the logits."""
+        return self(token).argmax(-1).tolist()
 
     def _next_slot(self) -> None:
         self.mask[:, :, :, self.slot] = 0
@@ -127,21 +116,8 @@ class DecodeStep:
         return self.eager_hidden(token, mask, positions)
 
     def eager_hidden(self, token: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cache = {self.cache_kw: self.cache}
-        if self.layers is None:
-            hidden = self.lm(input_ids=token, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **cache).last_hidden_state
-        else:
-            # `LlamaModel.forward` minus what a decode step does not need: its decorators (kwarg
-            # deprecation, config defaults, output capture), mask preprocessing (the mask is already
-            # 4-D) and output dataclass.
-            lm = self.lm
-            hidden = lm.embed_tokens(token)
-            rope = lm.rotary_emb(hidden, position_ids=positions)
-            for layer in self.layers:
-                hidden = layer(hidden, attention_mask=mask, position_ids=positions, use_cache=True,
-                               position_embeddings=rope, **cache)
-            hidden = lm.norm(hidden)
+        hidden = self.lm(input_ids=token, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self.cache_kw: self.cache}).last_hidden_state
         return hidden[:, -1, :]
 
 

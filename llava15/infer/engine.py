@@ -41,8 +41,9 @@ from typing import Any
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from llava15.data.collate import expand_image_tokens
 from llava15.data.conversation import IMAGE_TOKEN, Conversation, Message
-from llava15.data.images import load_image, preprocess_image
+from llava15.data.images import load_image, preprocess_with
 from llava15.data.templates import get_template
 from llava15.data.tokenization import encode_prompt, stop_token_ids
 from llava15.infer.decode_step import DecodeStep, StepPool
@@ -116,11 +117,7 @@ class Engine:
     def prompt_ids(self, messages: list[Message]) -> list[int]:
         """Model-input ids: the original inference ids with each image id expanded."""
         ids = encode_prompt(messages, self.tokenizer, self.template, self.bundle.image_token_id)
-        out: list[int] = []
-        n = self.bundle.num_image_tokens
-        for i in ids:
-            out.extend([i] * n if i == self.bundle.image_token_id else [i])
-        return out
+        return expand_image_tokens(ids, None, self.bundle.image_token_id, self.bundle.num_image_tokens)[0].tolist()
 
     def prepare(self, conv: ConversationLike, images: Sequence[Any] | None = None, index: int = 0,
                 image_root: str | Path | None = None, pixel_cache: dict[Any, torch.Tensor] | None = None
@@ -148,8 +145,7 @@ class Engine:
             else:  # the eval runner passes one image object to every question about it
                 key = ("object", id(img))
             if key not in cache:
-                cache[key] = preprocess_image(load_image(img), mode=s.aspect_ratio, size=s.size, mean=s.mean,
-                                              std=s.std)
+                cache[key] = preprocess_with(load_image(img), s)
             keys.append(key)
             tensors.append(cache[key])
         return Prepared(self.prompt_ids(messages), torch.stack(tensors), tuple(keys), tuple(images))

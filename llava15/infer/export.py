@@ -15,12 +15,15 @@ Contract:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
 from typing import Any
 
-from llava15.model.load import META_FILE, load_bundle, save_checkpoint
+from llava15.model.format import read_meta
+from llava15.model.load import load_bundle
+from llava15.model.save import save_checkpoint
 
 WEIGHT_PREFIXES = ("language_model.model.", "language_model.lm_head.", "multi_modal_projector.linear_",
                    "vision_tower.vision_model.")
@@ -32,8 +35,8 @@ TOKEN_NOTE = (
 
 def export_vllm(src: str | Path, dst: str | Path) -> list[str]:
     bundle = load_bundle(src, dtype="auto", device="cpu")
-    save_checkpoint(bundle.model, bundle.tokenizer, dst, template=bundle.template, image=bundle.image,
-                    recipe=bundle.meta.get("recipe"), extra_meta={"exported_from": str(src)})
+    meta = dataclasses.replace(bundle.meta, extra={**bundle.meta.extra, "exported_from": str(src)})
+    save_checkpoint(bundle.model, bundle.tokenizer, dst, template=bundle.template, image=bundle.image, meta=meta)
     return validate_vllm_layout(dst)
 
 
@@ -130,11 +133,11 @@ def run_export(args: Any) -> int:
         for p in problems:
             print(f"  - {p}")
         return 1
-    meta = json.loads((dst / META_FILE).read_text()) if (dst / META_FILE).exists() else {}
-    pad = (meta.get("image") or {}).get("aspect_ratio")
+    meta = read_meta(dst)
     cmd = shlex.join(["vllm", "serve", str(dst.resolve()), "--served-model-name", dst.resolve().name,
                       "--chat-template", str((dst / "chat_template.jinja").resolve())])
-    print(f"exported {src} -> {dst} (template {meta.get('template')}, images: {pad}); vLLM layout checks passed.")
+    print(f"exported {src} -> {dst} (template {meta.template}, images: {meta.image.aspect_ratio}); "
+          "vLLM layout checks passed.")
     print("serve it with:")
     print(f"  {cmd}")
     print(TOKEN_NOTE)

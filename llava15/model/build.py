@@ -9,13 +9,10 @@ vision_feature_select_strategy="default", dtype=None, attn_implementation="sdpa"
   kept. `llm`: hub id or folder of any `AutoModelForCausalLM` (Llama/Vicuna, Mistral, Qwen2, Phi-3...).
 - The LLaVA shell is created on the meta device and the pretrained sub-models are moved in, so the
   weights are loaded once, in `dtype`, never randomly initialised first.
-- Projector: `mlp2x_gelu` = Linear → GELU (erf) → Linear, as LLaVA-1.5. `linear` (original LLaVA,
-  paper Table 1 rows 0-2) is expressed within HF's fixed two-Linear class, with no code change:
-  `projector_hidden_act="linear"` (identity) and `linear_2` = identity matrix, zero bias. The function
-  is exactly the single Linear; the files load in plain transformers; `apply_freeze` keeps `linear_2`
-  frozen so training updates only `linear_1`, as the original does. Cost: one extra H×H matmul.
-- Fresh projector weights use PyTorch's default `nn.Linear` init, as the original
-  `build_vision_projector` does (not transformers' normal(0.02) init).
+- Projector: `mlp2x_gelu` (LLaVA-1.5) or `linear` (original LLaVA), fresh weights; see
+  `model.projector` for how `linear` lives in HF's two-Linear class.
+- `llm` is a folder or hub id; a `.gguf` file or a packaged alias is resolved to a folder first by
+  `model.gguf.resolve_llm_source` (the trainer does it).
 - Tokenizer surgery: `<image>` (+ `<pad>` when missing) is added, the embedding and `lm_head` grow to
   `len(tokenizer)` rounded up to a multiple of 64 (32064 for Vicuna, as llava-hf), and every new row of
   each matrix is set to the mean of that matrix's old rows (the HF conversion's mean, without its
@@ -42,14 +39,14 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-from llava15.model.load import CLIP_MEAN, CLIP_STD, ImageSettings, num_image_tokens
+from llava15.data.images import CLIP_MEAN, CLIP_STD, ImageSettings
+from llava15.model.format import num_image_tokens
+from llava15.model.projector import PROJECTORS, make_projector
 from llava15.model.tokenizer import add_image_token
 
 log = logging.getLogger(__name__)
 
-PROJECTORS = {"mlp2x_gelu": "gelu", "linear": "linear"}
 VOCAB_MULTIPLE = 64
 
 
@@ -89,18 +86,7 @@ def image_settings_for(vision_tower: str, vision_config: Any) -> ImageSettings:
             mean, std = tuple(ip.image_mean), tuple(ip.image_std)
         except (OSError, ValueError, AttributeError):
             log.warning("%s: no image processor found; using CLIP mean/std", vision_tower)
-    return ImageSettings(size=int(vision_config.image_size), mean=mean, std=std, aspect_ratio="pad")
-
-
-def make_projector(config: LlavaConfig, dtype: torch.dtype, linear: bool) -> LlavaMultiModalProjector:
-    """A freshly initialised projector (PyTorch default Linear init); identity `linear_2` if linear."""
-    proj = LlavaMultiModalProjector(config).to(dtype)
-    if linear:
-        with torch.no_grad():
-            proj.linear_2.weight.copy_(torch.eye(proj.linear_2.weight.shape[0], dtype=dtype))
-            if proj.linear_2.bias is not None:
-                proj.linear_2.bias.zero_()
-    return proj
+    return ImageSettings(size=int(vision_config.image_size), mean=mean, std=std)
 
 
 def resize_embeddings(model: LlavaForConditionalGeneration, new_len: int) -> None:
@@ -131,18 +117,10 @@ def build_llava(
     vision_feature_select_strategy: str = "default",
     dtype: torch.dtype | str | None = None,
     attn_implementation: str = "sdpa",
-    llm_cache_dir: str | Path | None = None,
 ) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerBase, ImageSettings]:
-    """Assemble LLaVA from a pretrained vision tower and causal LM (see module docstring).
-
-    `llm` may also be a `.gguf` file or a packaged alias (`smollm2-135m-instruct`): it is dequantised
-    once into `llm_cache_dir` (default: the user cache) and loaded from there.
-    """
-    from llava15.model.gguf import resolve_llm_source
-
+    """Assemble LLaVA from a pretrained vision tower and causal LM (see module docstring)."""
     if projector not in PROJECTORS:
         raise ValueError(f"projector {projector!r} unknown; choose one of {sorted(PROJECTORS)}")
-    llm = resolve_llm_source(llm, cache_dir=llm_cache_dir)
     vision = load_vision_tower(vision_tower, dtype, attn_implementation)
     lm = AutoModelForCausalLM.from_pretrained(llm, dtype=_dtype(dtype), attn_implementation=attn_implementation)
     tokenizer = AutoTokenizer.from_pretrained(llm)
@@ -166,7 +144,7 @@ def build_llava(
     model.model.vision_tower = vision
     model.model.language_model = lm.get_decoder()
     model.lm_head = lm.get_output_embeddings()
-    model.model.multi_modal_projector = make_projector(config, param_dtype, linear=projector == "linear")
+    model.model.multi_modal_projector = make_projector(config, param_dtype)
     model.model.multi_modal_projector.to(next(lm.parameters()).device)
     leftovers = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if leftovers:

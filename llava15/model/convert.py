@@ -1,4 +1,4 @@
-"""Original LLaVA layout ⇄ llava15/HF layout, and projector initialisation from a stage-1 output.
+"""Original LLaVA layout ⇄ llava15/HF layout.
 
 Contract:
 - `to_hf(src, dst)`: an original-layout folder (haotian-liu `LlavaLlamaForCausalLM`: `mm_vision_tower`
@@ -17,59 +17,51 @@ Contract:
   never by `model_type`. Keys are renamed by anchored regex rules; every source key must match exactly
   one rule and the result must be exactly the target model's key set, else `ConversionError` lists the
   leftovers.
-- `load_projector_init(path) -> dict` (keys `linear_1.weight`… for `LlavaMultiModalProjector`) from a
-  stage-1 `mm_projector.bin`/`.safetensors` (`model.mm_projector.{0,2}.*`), a projector file of ours,
-  or a whole checkpoint folder (its projector part).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llava15.model.load import (
-    META_FILE,
-    ImageSettings,
+from llava15.config import DEFAULT_TEMPLATE
+from llava15.data.images import ORIGINAL_DEFAULT_ASPECT_RATIO, ImageSettings
+from llava15.model.format import (
+    TO_CANONICAL,
+    CheckpointMeta,
+    ConversionError,
+    canonical_state_dict,
     canonical_vision_key,
     is_original_layout,
-    load_bin,
+    read_meta,
     read_state_dict,
-    write_checkpoint,
+    rename_keys,
     write_safetensors,
 )
+from llava15.model.projector import FROM_ORIGINAL, identity_linear_2, is_linear, to_original_names
+from llava15.model.save import write_checkpoint
 from llava15.model.tokenizer import SP_MODEL_FILE, add_image_token, vicuna_tokenizer_config
 
+__all__ = ["ConversionError", "to_hf", "to_original"]
+
 DROP = None
-# original → canonical HF (llava-hf 4.x names)
+# original → canonical HF (llava-hf 4.x names); the projector's rules live with the projector
 ORIGINAL_TO_HF: list[tuple[str, str | None]] = [
-    (r"^model\.mm_projector\.0\.(weight|bias)$", r"multi_modal_projector.linear_1.\1"),
-    (r"^model\.mm_projector\.2\.(weight|bias)$", r"multi_modal_projector.linear_2.\1"),
-    (r"^model\.mm_projector\.(weight|bias)$", r"multi_modal_projector.linear_1.\1"),  # `linear` type
+    *FROM_ORIGINAL,
     (r"^model\.vision_tower\.vision_tower\.(vision_model\..+)$", r"vision_tower.\1"),
     (r"^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$", DROP),  # transformers 4.31 buffers
     (r"^model\.(embed_tokens|layers|norm)\.(.+)$", r"language_model.model.\1.\2"),
     (r"^lm_head\.weight$", "language_model.lm_head.weight"),
 ]
-# canonical HF → original
+# canonical HF → original (projector excluded: `projector.to_original_names`)
 HF_TO_ORIGINAL: list[tuple[str, str | None]] = [
-    (r"^multi_modal_projector\.linear_1\.(weight|bias)$", r"model.mm_projector.0.\1"),
-    (r"^multi_modal_projector\.linear_2\.(weight|bias)$", r"model.mm_projector.2.\1"),
     (r"^vision_tower\.(vision_model\..+)$", r"model.vision_tower.vision_tower.\1"),
     (r"^language_model\.model\.(.+)$", r"model.\1"),
     (r"^language_model\.lm_head\.weight$", "lm_head.weight"),
-]
-# any layout transformers 5 reads (hf_llava §2.2) → canonical
-TO_CANONICAL: list[tuple[str, str | None]] = [
-    (r"^model\.language_model\.(.+)$", r"language_model.model.\1"),
-    (r"^lm_head\.weight$", "language_model.lm_head.weight"),
-    (r"^model\.multi_modal_projector\.(.+)$", r"multi_modal_projector.\1"),
-    (r"^model\.vision_tower\.(.+)$", r"vision_tower.\1"),
-    (r"^(language_model\.(model|lm_head)\..+|multi_modal_projector\..+|vision_tower\..+)$", r"\1"),
 ]
 TEXT_MODEL_TYPES = {"llava": "llama", "llava_llama": "llama", "llava_mistral": "mistral"}
 ORIGINAL_MODEL_TYPES = {"llama": ("llava_llama", "LlavaLlamaForCausalLM"),
@@ -88,31 +80,6 @@ _HF_ONLY_FIELDS = {"architectures", "_name_or_path", "transformers_version", "ch
                    "problem_type", "return_dict", "rope_parameters", "dtype"}
 
 
-class ConversionError(ValueError):
-    """Keys or config fields that the layout conversion cannot account for."""
-
-
-def rename_keys(tensors: dict[str, torch.Tensor], rules: list[tuple[str, str | None]], what: str
-                ) -> dict[str, torch.Tensor]:
-    """Rename by the first matching anchored rule; unmatched or colliding keys are an error."""
-    out: dict[str, torch.Tensor] = {}
-    unmatched = []
-    for key, t in tensors.items():
-        for pattern, repl in rules:
-            if re.match(pattern, key):
-                if repl is not None:
-                    new = re.sub(pattern, repl, key)
-                    if new in out:
-                        raise ConversionError(f"{what}: two keys map to {new!r} (second: {key!r})")
-                    out[new] = t
-                break
-        else:
-            unmatched.append(key)
-    if unmatched:
-        raise ConversionError(f"{what}: {len(unmatched)} keys match no rename rule: {sorted(unmatched)[:8]}")
-    return out
-
-
 def _check_keys(got: set[str], expected: set[str], what: str) -> None:
     missing, extra = sorted(expected - got), sorted(got - expected)
     if missing or extra:
@@ -123,8 +90,6 @@ def _check_keys(got: set[str], expected: set[str], what: str) -> None:
 def expected_keys(config: Any) -> set[str]:
     """Canonical key names of a LlavaForConditionalGeneration with this config (built on meta)."""
     from transformers import LlavaForConditionalGeneration
-
-    from llava15.model.load import canonical_state_dict
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
@@ -178,8 +143,8 @@ def to_hf(src: str | Path, dst: str | Path, vision_tower: str | None = None) -> 
             tensors[canonical_vision_key(k, vtype)] = v.to(dtype)
     if proj_type == "linear":
         w = tensors["multi_modal_projector.linear_1.weight"]
-        tensors["multi_modal_projector.linear_2.weight"] = torch.eye(w.shape[0], dtype=w.dtype)
-        tensors["multi_modal_projector.linear_2.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
+        tensors.update({f"multi_modal_projector.linear_2.{k}": v
+                        for k, v in identity_linear_2(w.shape[0], w.dtype).items()})
 
     tokenizer = AutoTokenizer.from_pretrained(src)
     image_token_id = add_image_token(tokenizer)
@@ -206,11 +171,12 @@ def to_hf(src: str | Path, dst: str | Path, vision_tower: str | None = None) -> 
                                   pad_token_id=tokenizer.pad_token_id)
     base = image_settings_for(tower_path, vision.config)
     image = ImageSettings(size=base.size, mean=base.mean, std=base.std,
-                          aspect_ratio=orig.get("image_aspect_ratio", "square"))
+                          aspect_ratio=orig.get("image_aspect_ratio", ORIGINAL_DEFAULT_ASPECT_RATIO))
     source = {"layout": "original", "config": orig, "vocab_size": vocab, "mm_vision_tower": orig["mm_vision_tower"],
               "vision_weights_included": has_vision}
-    return write_checkpoint(tensors, config, generation, tokenizer, dst, "vicuna_v1", image,
-                            extra_meta={"source": source})
+    # the original code base trains LLaVA-1.5 with vicuna_v1 (its `v1` conversation)
+    return write_checkpoint(tensors, config, generation, tokenizer, dst, DEFAULT_TEMPLATE, image,
+                            meta=CheckpointMeta(source=source))
 
 
 def _write_tower(config: Any, tensors: dict[str, torch.Tensor], out: Path) -> None:
@@ -230,8 +196,8 @@ def to_original(src: str | Path, dst: str | Path, vision_tower_ref: str | None =
     if is_original_layout(cfg_dict) or "text_config" not in cfg_dict:
         raise ConversionError(f"{src}/config.json is not an HF LLaVA config (no text_config)")
     config = AutoConfig.from_pretrained(src)
-    meta = json.loads((src / META_FILE).read_text()) if (src / META_FILE).exists() else {}
-    source = meta.get("source", {})
+    meta = read_meta(src) or CheckpointMeta()
+    source = meta.source or {}
     text = config.text_config
     if text.model_type not in ORIGINAL_MODEL_TYPES:
         raise ConversionError(f"{src}: text model {text.model_type!r} has no original LLaVA class "
@@ -245,14 +211,8 @@ def to_original(src: str | Path, dst: str | Path, vision_tower_ref: str | None =
         tensors["language_model.lm_head.weight"] = tensors["language_model.model.embed_tokens.weight"]
     _check_keys(set(tensors), expected_keys(config) | {"language_model.lm_head.weight"}, f"{src} (HF)")
 
-    linear = config.projector_hidden_act == "linear"
-    if linear:
-        w2 = tensors.pop("multi_modal_projector.linear_2.weight")
-        b2 = tensors.pop("multi_modal_projector.linear_2.bias", None)
-        if not torch.equal(w2, torch.eye(w2.shape[0], dtype=w2.dtype)) or (b2 is not None and b2.any()):
-            raise ConversionError(f"{src}: projector is 'linear' but linear_2 is not the identity; the "
-                                  "original single-Linear projector cannot hold it")
-    elif config.projector_hidden_act != "gelu":
+    linear = is_linear(config)
+    if not linear and config.projector_hidden_act != "gelu":
         raise ConversionError(f"{src}: projector_hidden_act {config.projector_hidden_act!r} has no "
                               "original mm_projector_type (gelu → mlp2x_gelu, linear → linear)")
 
@@ -275,13 +235,9 @@ def to_original(src: str | Path, dst: str | Path, vision_tower_ref: str | None =
         tower_ref = str((dst / "vision_tower").resolve())
     if include_vision_tower:
         tensors.update(vision)
-    if linear:
-        tensors = {k.replace("multi_modal_projector.linear_1.", "multi_modal_projector."): v
-                   for k, v in tensors.items()}
-        tensors = {re.sub(r"^multi_modal_projector\.(weight|bias)$", r"model.mm_projector.\1", k): v
-                   for k, v in tensors.items()}
-    out = rename_keys(tensors, [*HF_TO_ORIGINAL, (r"^(model\.mm_projector\.(weight|bias))$", r"\1")],
-                      f"{src} (HF → original)")
+    projector = {k: tensors.pop(k) for k in list(tensors) if k.startswith("multi_modal_projector.")}
+    out = rename_keys(tensors, HF_TO_ORIGINAL, f"{src} (HF → original)")
+    out.update(to_original_names(projector, linear, str(src)))
     for old in list(dst.glob("model*.safetensors")) + list(dst.glob("pytorch_model*.bin")):
         old.unlink()
     if safetensors:
@@ -300,8 +256,8 @@ def to_original(src: str | Path, dst: str | Path, vision_tower_ref: str | None =
     return dst
 
 
-def _original_config(config: Any, meta: dict, vocab: int, tower_ref: str, linear: bool) -> dict:
-    source = meta.get("source", {})
+def _original_config(config: Any, meta: CheckpointMeta, vocab: int, tower_ref: str, linear: bool) -> dict:
+    source = meta.source or {}
     if source.get("config"):
         out = dict(source["config"])
     else:
@@ -314,7 +270,7 @@ def _original_config(config: Any, meta: dict, vocab: int, tower_ref: str, linear
         if rope.get("rope_type", "default") != "default":
             out.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
         mtype, arch = ORIGINAL_MODEL_TYPES[config.text_config.model_type]
-        aspect = meta.get("image", {}).get("aspect_ratio", "pad")
+        aspect = meta.image.aspect_ratio
         layer = config.vision_feature_layer
         n_layers = 1 if isinstance(layer, int) else len(layer)
         out.update(
@@ -344,39 +300,6 @@ def _write_original_tokenizer(tokenizer: Any, src: Path, dst: Path) -> None:
     for stale in ("tokenizer.json", "special_tokens_map.json", "added_tokens.json"):
         if (dst / stale).exists():
             (dst / stale).unlink()
-
-
-def load_projector_init(path: str | Path) -> dict[str, torch.Tensor]:
-    """Projector weights (`linear_1.*`, `linear_2.*`) from a stage-1 output, projector file or checkpoint."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.is_dir():
-        for name in ("mm_projector.safetensors", "mm_projector.bin", "projector.safetensors"):
-            if (path / name).exists():
-                path = path / name
-                break
-    if path.is_dir():
-        tensors = read_state_dict(path)
-        tensors = {k: v for k, v in tensors.items() if "mm_projector" in k or "multi_modal_projector" in k}
-    elif path.suffix == ".safetensors":
-        tensors = load_file(str(path))
-    else:
-        tensors = load_bin(path)
-    rules: list[tuple[str, str | None]] = [
-        (r"^(?:.*\.)?mm_projector\.0\.(weight|bias)$", r"linear_1.\1"),
-        (r"^(?:.*\.)?mm_projector\.2\.(weight|bias)$", r"linear_2.\1"),
-        (r"^(?:.*\.)?mm_projector\.(weight|bias)$", r"linear_1.\1"),
-        (r"^(?:.*\.)?(?:multi_modal_projector\.)?(linear_[12]\.(weight|bias))$", r"\1"),
-    ]
-    out = rename_keys(tensors, rules, f"{path} (projector)")
-    if not out:
-        raise ConversionError(f"{path}: no projector weights found")
-    if "linear_2.weight" not in out:  # original `linear` projector: identity second layer
-        w = out["linear_1.weight"]
-        out["linear_2.weight"] = torch.eye(w.shape[0], dtype=w.dtype)
-        out["linear_2.bias"] = torch.zeros(w.shape[0], dtype=w.dtype)
-    return out
 
 
 def run_convert(args: Any) -> int:

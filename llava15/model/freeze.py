@@ -23,6 +23,8 @@ import logging
 
 from torch import nn
 
+from llava15.model.projector import is_linear
+
 log = logging.getLogger(__name__)
 
 SPECS = ("projector", "projector+llm", "projector+lora", "all")
@@ -65,7 +67,7 @@ def apply_freeze(model: nn.Module, spec: str) -> str:
     if has_lora and spec in ("projector+llm", "all"):
         raise ValueError(f"freeze spec {spec!r} on a model with LoRA adapters: merge them first or use "
                          "'projector+lora'")
-    linear_projector = getattr(getattr(model, "config", None), "projector_hidden_act", None) == "linear"
+    linear_projector = is_linear(getattr(model, "config", None))
     for name, p in named:
         on = _trains(component_of(name), spec)
         if linear_projector and ".multi_modal_projector.linear_2." in f".{name}":

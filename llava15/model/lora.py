@@ -16,17 +16,18 @@ peft is imported lazily: `import llava15.model` works without the `train` extra.
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from llava15.data.images import ImageSettings
+from llava15.model.format import META_FILE, CheckpointMeta, read_meta, write_meta
 from llava15.model.freeze import apply_freeze
-from llava15.model.load import META_FILE, ImageSettings, LlavaBundle, load_bundle, save_checkpoint
+from llava15.model.load import LlavaBundle, load_bundle
+from llava15.model.save import save_checkpoint
 
 NON_LORA_FILE = "non_lora_trainables.safetensors"
 _PEFT_PREFIX = "base_model.model."
@@ -65,9 +66,8 @@ def save_lora(model: Any, out_dir: str | Path, base: str | Path, template: str, 
     extra = {n[len(_PEFT_PREFIX):] if n.startswith(_PEFT_PREFIX) else n: p.detach().cpu().contiguous().clone()
              for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
     save_file(extra, str(out / NON_LORA_FILE), metadata={"format": "pt"})
-    meta = {"format": "llava15-lora", "base": str(base), "template": template,
-            "image": {**asdict(image), "mean": list(image.mean), "std": list(image.std)}, "recipe": recipe}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    write_meta(out, CheckpointMeta(kind="llava15-lora", base=str(base), template=template, image=image,
+                                   recipe=recipe))
     return out
 
 
@@ -77,11 +77,12 @@ def load_lora(adapter_dir: str | Path, dtype: torch.dtype | str | None = None) -
     from safetensors.torch import load_file
 
     adapter_dir = Path(adapter_dir)
-    meta_file = adapter_dir / META_FILE
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{adapter_dir}: no {META_FILE}; not a llava15 LoRA adapter folder")
-    meta = json.loads(meta_file.read_text())
-    bundle = load_bundle(meta["base"], dtype=dtype)
+    meta = read_meta(adapter_dir)
+    if meta is None or meta.kind != "llava15-lora" or not meta.base:
+        what = f"no {META_FILE}" if meta is None else f"its {META_FILE} describes a full checkpoint"
+        raise ValueError(f"{adapter_dir}: not a llava15 LoRA adapter folder ({what}); `llava15 merge` takes the "
+                         "`adapter/` folder of a LoRA training run")
+    bundle = load_bundle(meta.base, dtype=dtype)
     extra = load_file(str(adapter_dir / NON_LORA_FILE))
     own = dict(bundle.model.named_parameters())
     unknown = sorted(set(extra) - set(own))
@@ -95,12 +96,8 @@ def load_lora(adapter_dir: str | Path, dtype: torch.dtype | str | None = None) -
             own[name].copy_(t)
     model = PeftModel.from_pretrained(bundle.model, adapter_dir)
     model.eval()
-    bundle.template = meta.get("template", bundle.template)
-    if meta.get("image"):
-        im = meta["image"]
-        bundle.image = ImageSettings(size=im["size"], mean=tuple(im["mean"]), std=tuple(im["std"]),
-                                     aspect_ratio=im["aspect_ratio"])
-    bundle.meta = {**bundle.meta, "lora": meta}
+    bundle.template, bundle.image = meta.template, meta.image
+    bundle.meta = meta
     return model, bundle
 
 
@@ -108,10 +105,9 @@ def merge_lora(adapter_dir: str | Path, dst: str | Path, dtype: torch.dtype | st
     """Merge a llava15 LoRA adapter into its base and save a full checkpoint at `dst`."""
     model, bundle = load_lora(adapter_dir, dtype=dtype)
     merged = model.merge_and_unload()
-    recipe = bundle.meta["lora"].get("recipe")
-    extra = {"merged_from": {"adapter": str(adapter_dir), "base": bundle.meta["lora"]["base"]}}
-    return save_checkpoint(merged, bundle.tokenizer, dst, bundle.template, bundle.image, recipe=recipe,
-                           extra_meta=extra)
+    provenance = CheckpointMeta(merged_from={"adapter": str(adapter_dir), "base": bundle.meta.base})
+    return save_checkpoint(merged, bundle.tokenizer, dst, bundle.template, bundle.image,
+                           recipe=bundle.meta.recipe, meta=provenance)
 
 
 def run_merge(args: Any) -> int:

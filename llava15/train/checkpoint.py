@@ -10,9 +10,6 @@ fsynced, then the folder is renamed to `step-000123` and the parent fsynced. A c
 leaves only a `.tmp-*` folder, which is ignored and removed by the next save; the latest complete
 checkpoint is always intact. Under FSDP2 all ranks take part in gathering full state dicts; rank 0
 writes the model and optimizer, each rank its own RNG file.
-
-Stage 1 also writes the projector alone (`save_projector`): `mm_projector.safetensors` with the
-original key names `model.mm_projector.{0,2}.{weight,bias}`, the file stage 2 starts from.
 """
 
 from __future__ import annotations
@@ -154,35 +151,6 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     if state.get("world_size", 1) == dist_info.world_size and rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=True))
     return state
-
-
-def projector_state(full_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HF projector weights → original key names (`model.mm_projector.{0,2}.*`)."""
-    out = {}
-    for name, tensor in full_state.items():
-        if "multi_modal_projector." not in name:
-            continue
-        tail = name.split("multi_modal_projector.", 1)[1]
-        tail = tail.replace("linear_1.", "0.").replace("linear_2.", "2.")
-        out[f"model.mm_projector.{tail}"] = tensor.detach().to("cpu").contiguous()
-    if not out:
-        raise ValueError("no multi_modal_projector parameters found in the model's state dict")
-    return out
-
-
-def save_projector(full_state: dict[str, torch.Tensor], out_dir: str | Path, config: dict | None = None) -> Path:
-    """Write `mm_projector.safetensors` (+ `config.json` when given) atomically into out_dir."""
-    from safetensors.torch import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".mm_projector.safetensors.tmp"
-    save_file(projector_state(full_state), str(tmp), metadata={"format": "pt"})
-    _fsync_file(tmp)
-    os.replace(tmp, out_dir / "mm_projector.safetensors")
-    if config is not None:
-        (out_dir / "config.json").write_text(json.dumps(config, indent=1))
-    return out_dir / "mm_projector.safetensors"
 
 
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:

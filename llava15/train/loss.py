@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100
+from llava15.data.conversation import IGNORE_INDEX
 
 
 def shift_targets(labels: torch.Tensor) -> torch.Tensor:

@@ -21,12 +21,14 @@ import yaml
 from llava15.config import RecipeConfig, load_recipe, recipe_to_dict
 from llava15.train import checkpoint as ckpt
 from llava15.train.batches import BatchPlan
+from llava15.train.data import build_data
 from llava15.train.distributed import cleanup, init_distributed
+from llava15.train.final import save_final
 from llava15.train.host_memory import keep_freed_host_memory
 from llava15.train.logging import MetricsLogger, peak_memory_mib, say
-from llava15.train.loop import StepContext, train_step
+from llava15.train.loop import train_step
 from llava15.train.optim import build_optimizer, build_scheduler
-from llava15.train.setup import build_data, build_model, save_final
+from llava15.train.setup import build_model
 
 
 def main(args) -> int:
@@ -56,15 +58,14 @@ def train(cfg: RecipeConfig) -> Path:
     recipe_yaml = yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False)
 
     # --- setup -------------------------------------------------------------------------------------
-    model, tok, image, ctx_kw = build_model(cfg, dist)
-    dataset, order, collate = build_data(cfg, tok, image, model, dist)
+    built = build_model(cfg, dist)
+    model, tok, image, ctx = built.model, built.tokenizer, built.image, built.step
+    dataset, order, collate = build_data(cfg, tok, image, model.config, dist, built.packed_attention)
     plan = BatchPlan(len(dataset), t_cfg.global_batch_size, t_cfg.micro_batch_size, dist.world_size,
                      order, epochs=t_cfg.epochs, max_steps=t_cfg.max_steps)
     say(f"batching: {plan.describe()}", dist.is_main)
     optimizer = build_optimizer(model, t_cfg)
     scheduler = build_scheduler(optimizer, plan.total_steps, t_cfg)
-    ctx = StepContext(dist=dist, loss_normalization=t_cfg.loss_normalization,
-                      max_grad_norm=t_cfg.max_grad_norm, **ctx_kw)
 
     start = 0
     resume_from = None if t_cfg.dry_run else ckpt.resolve_resume(t_cfg.resume, out)

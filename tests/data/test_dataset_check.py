@@ -13,6 +13,7 @@ from PIL import Image
 from llava15.data.check import run_check, run_show
 from llava15.data.conversation import DataError
 from llava15.data.dataset import DatasetIndex, LlavaDataset
+from llava15.data.images import ImageSettings
 from llava15.data.tokenization import IGNORE_INDEX
 
 BAD = {
@@ -59,7 +60,7 @@ def data(tmp_path):
 def test_dataset_yields_only_good_records(data, vicuna):
     path, root = data
     ds = LlavaDataset(path, vicuna, "vicuna_v1", IMAGE_ID, image_folder=root, num_image_tokens=576,
-                      model_max_length=2048, image_size=28)
+                      model_max_length=2048, image=ImageSettings(size=28))
     samples = list(ds)
     assert [s["id"] for s in samples] == list(GOOD)
     problems = ds.problems
@@ -69,7 +70,7 @@ def test_dataset_yields_only_good_records(data, vicuna):
     assert two["pixel_values"].shape == (2, 3, 28, 28) and (two["input_ids"] == IMAGE_ID).sum() == 2
     assert samples[2]["pixel_values"] is None and ds.modality_lengths[2] < 0
     assert all((s["labels"] != IGNORE_INDEX).any() for s in samples)
-    fresh = LlavaDataset(path, vicuna, "vicuna_v1", IMAGE_ID, image_folder=root, image_size=28)
+    fresh = LlavaDataset(path, vicuna, "vicuna_v1", IMAGE_ID, image_folder=root, image=ImageSettings(size=28))
     late = [i for i in range(len(fresh)) if fresh.index.record(i)["id"] in ("unreadable_image", "too_long")]
     replaced = fresh[late[0]]  # a bad record found only when loaded is replaced, never returned
     assert replaced["id"] in GOOD and replaced["skipped"][0]["reason"] in ("unreadable_image", "too_long")
@@ -156,7 +157,7 @@ def test_hf_dataset_with_embedded_images(tmp_path, vicuna):
         "conversations": [[{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "A"}]] * 2,
     }).cast_column("image", datasets.Image())
     ds.save_to_disk(str(tmp_path / "hf"))
-    data = LlavaDataset(tmp_path / "hf", vicuna, "vicuna_v1", IMAGE_ID, image_size=28)
+    data = LlavaDataset(tmp_path / "hf", vicuna, "vicuna_v1", IMAGE_ID, image=ImageSettings(size=28))
     samples = list(data)
     assert [s["id"] for s in samples] == ["e0", "e1"] and samples[1]["pixel_values"].shape == (1, 3, 28, 28)
     assert data.modality_lengths == [3, 3]

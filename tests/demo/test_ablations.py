@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llava15.ablations import VARIANTS, run_ablations, write_noformat_data
-from llava15.data.synthetic import synthesize
-from llava15.data.synthetic.text import IMAGE, MULTIPLE_CHOICE, SHORT_ANSWER
+from llava15.demo.ablations import VARIANTS, run_ablations, write_noformat_data
+from llava15.demo.world import synthesize
+from llava15.demo.world.text import IMAGE, MULTIPLE_CHOICE, SHORT_ANSWER
 
 
 def test_write_noformat_data_drops_only_the_ablated_prompts(tmp_path: Path) -> None:

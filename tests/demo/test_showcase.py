@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from llava15.config import load_recipe
-from llava15.eval.language_probe import PROBE, ProbeItem, retained_language, same_answer
+from llava15.demo.language_probe import PROBE, ProbeItem, retained_language, same_answer
+from llava15.demo.showcase import LLM, RECIPES_USED, run_showcase
 from llava15.model.gguf import GGUF_ALIASES
-from llava15.showcase import LLM, RECIPES_USED, run_showcase
 
 CAPITAL = ProbeItem("What is the capital of France? Answer in one sentence.", ("paris",))
 SUM = ProbeItem("What is 2 + 3? Answer in one sentence.", ("5", "five"))

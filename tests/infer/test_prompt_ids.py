@@ -22,8 +22,9 @@ def engine():
         pytest.skip(f"spec fixtures not found under {FIXTURES} (../shared is absent)")
     from transformers import AutoTokenizer
 
+    from llava15.data.images import ImageSettings
     from llava15.infer.engine import Engine
-    from llava15.model.load import ImageSettings, LlavaBundle
+    from llava15.model.load import LlavaBundle
     from llava15.model.tokenizer import add_image_token
 
     tok = AutoTokenizer.from_pretrained(FIXTURES / "vicuna_tokenizer")

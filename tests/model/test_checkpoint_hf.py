@@ -14,8 +14,10 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import AutoProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
+from llava15.data.images import ImageSettings
 from llava15.model.build import build_llava
-from llava15.model.load import ImageSettings, load_bundle, save_checkpoint
+from llava15.model.load import load_bundle
+from llava15.model.save import save_checkpoint
 from llava15.testing import make_tiny_clip, make_tiny_llama
 
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
@@ -154,7 +156,7 @@ def test_linear_projector_is_a_single_linear_that_plain_transformers_loads(built
 
 
 def test_large_checkpoints_are_sharded_with_an_index_transformers_reads(built, tmp_path):
-    from llava15.model.load import canonical_state_dict, write_safetensors
+    from llava15.model.format import canonical_state_dict, write_safetensors
 
     model, _, _, folder, _ = built
     sharded = tmp_path / "sharded"

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-from llava15.model.convert import ConversionError, load_projector_init, to_hf, to_original
-from llava15.model.load import is_original_layout, load_bundle, read_state_dict
+from llava15.model.convert import ConversionError, to_hf, to_original
+from llava15.model.format import is_original_layout, read_state_dict
+from llava15.model.load import load_bundle
+from llava15.model.projector import load_projector_init
 
 IMAGE_INDEX = -200  # the original code's image sentinel
 PROMPT = "USER: <image>\nWhat is in the image? ASSISTANT:"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llava15.model.load import UnsafeCheckpointError, load_bin, read_state_dict
+from llava15.model.format import UnsafeCheckpointError, load_bin, read_state_dict
 
 
 class _Payload:

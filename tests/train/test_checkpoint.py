@@ -8,11 +8,11 @@ import torch
 from safetensors.torch import load_file
 
 from llava15.config import TrainConfig
+from llava15.model.projector import save_projector
 from llava15.train.checkpoint import (
     list_checkpoints,
     load_training_state,
     resolve_resume,
-    save_projector,
     save_training_state,
 )
 from llava15.train.distributed import DistInfo
@@ -73,7 +73,7 @@ def test_interrupted_save_leaves_latest_intact(tmp_path) -> None:
 
 def test_projector_file_uses_original_key_names(tmp_path) -> None:
     model = tiny_llava()
-    path = save_projector(model.state_dict(), tmp_path, config={"mm_projector_type": "mlp2x_gelu"})
+    path = save_projector(model.state_dict(), tmp_path, linear=False, config={"mm_projector_type": "mlp2x_gelu"})
     tensors = load_file(path)
     assert sorted(tensors) == ["model.mm_projector.0.bias", "model.mm_projector.0.weight",
                                "model.mm_projector.2.bias", "model.mm_projector.2.weight"]

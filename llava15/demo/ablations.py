@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llava15 import demo
-from llava15.data.synthetic.text import MULTIPLE_CHOICE, SHORT_ANSWER
+from llava15.demo import common as demo
+from llava15.demo.world.text import MULTIPLE_CHOICE, SHORT_ANSWER
 
 METRICS = {"vqa_accuracy": "VQA-like accuracy", "pope_f1": "POPE-like F1",
            "format_compliance": "answer-format compliance"}
@@ -75,7 +75,7 @@ def write_noformat_data(src: Path, dst: Path) -> dict[str, int]:
 
 def run_ablations(args: argparse.Namespace) -> int:
     """Train and evaluate the three variants (module docstring); write and print the comparison."""
-    from llava15.data.synthetic import synthesize
+    from llava15.demo.world import synthesize
 
     start = time.time()
     out = Path(args.out).resolve()

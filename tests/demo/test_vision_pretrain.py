@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from llava15.data.images import preprocess_image
-from llava15.data.synthetic.labels import HEAD_SIZES, centre_in_image, patch_labels
-from llava15.data.synthetic.scenes import Item, Scene, draw_scene
-from llava15.data.synthetic.words import COLORS, SHAPES, SIZES
+from llava15.demo.world.labels import HEAD_SIZES, centre_in_image, patch_labels
+from llava15.demo.world.scenes import Item, Scene, draw_scene
+from llava15.demo.world.words import COLORS, SHAPES, SIZES
 
 
 def _scene(width: int, height: int, objects: tuple[Item, ...]) -> Scene:
@@ -45,7 +45,7 @@ def test_labels_follow_the_padding_and_the_crop_of_preprocessing():
 
 def test_labelled_patch_shows_the_object_colour():
     from llava15.data.images import CLIP_MEAN, CLIP_STD
-    from llava15.data.synthetic.scenes import sample_scene
+    from llava15.demo.world.scenes import sample_scene
 
     for seed in range(4):  # square and non-square canvases
         scene = sample_scene(random.Random(seed), "s", "s.png", 96)
@@ -62,7 +62,7 @@ def test_labelled_patch_shows_the_object_colour():
 def test_pretrain_writes_a_plain_clip_tower(tmp_path):
     from transformers import AutoImageProcessor, CLIPVisionModel
 
-    from llava15.train.vision_pretrain import pretrain_vision_tower
+    from llava15.demo.vision_pretrain import pretrain_vision_tower
 
     vision = dict(image_size=48, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=2, projection_dim=32)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import random
 
-from llava15.data.synthetic import text as T
-from llava15.data.synthetic.scenes import Scene
-from llava15.data.synthetic.text_only import text_only_turns
+from llava15.demo.world import text as T
+from llava15.demo.world.scenes import Scene
+from llava15.demo.world.text_only import text_only_turns
 
 P_REGION = 0.5  # share of scenes that also give a region-level record
 P_MC = 0.25  # share of scenes that give a multiple-choice question (then k records)

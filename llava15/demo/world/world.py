@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from llava15.data.synthetic.scenes import Scene, draw_scene, sample_scene
+from llava15.demo.world.scenes import Scene, draw_scene, sample_scene
 
 
 def png_bytes(image: Image.Image) -> bytes:

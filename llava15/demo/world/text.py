@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from llava15.data.synthetic.scenes import ROWS, Item, Scene, Word, position_name
-from llava15.data.synthetic.words import BACKGROUNDS, COLORS, SHAPES, SIZES, WORDS
+from llava15.demo.world.scenes import ROWS, Item, Scene, Word, position_name
+from llava15.demo.world.words import BACKGROUNDS, COLORS, SHAPES, SIZES, WORDS
 
 IMAGE = "<image>"  # the image marker of the LLaVA record format
 SHORT_ANSWER = "Answer the question using a single word or phrase."

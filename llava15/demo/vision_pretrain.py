@@ -28,15 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from llava15.data.images import preprocess_image, write_clip_preprocessor_config
-from llava15.data.synthetic.labels import (
+from llava15.demo.world.labels import (
     HEAD_NAMES,
     HEAD_SIZES,
     NUM_BACKGROUNDS,
     background_label,
     patch_labels,
 )
-from llava15.data.synthetic.scenes import draw_scene
-from llava15.data.synthetic.world import World
+from llava15.demo.world.scenes import draw_scene
+from llava15.demo.world.world import World
 
 NONE_WEIGHT = 0.2  # most patches hold no object centre; without this "none" swamps the rare classes
 SHAPE_WEIGHT = 3.0  # shape is the slowest attribute to learn from pixels (colour is nearly linear)

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from llava15.data.synthetic import run_synth, synthesize
-from llava15.data.synthetic import text as T
-from llava15.data.synthetic.benchmarks import VQA_QUESTIONS_PER_IMAGE
-from llava15.data.synthetic.words import BACKGROUNDS, COLORS, SHAPES, SIZES, WORDS
+from llava15.demo.world import run_synth, synthesize
+from llava15.demo.world import text as T
+from llava15.demo.world.benchmarks import VQA_QUESTIONS_PER_IMAGE
+from llava15.demo.world.words import BACKGROUNDS, COLORS, SHAPES, SIZES, WORDS
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 N_TRAIN, N_EVAL = 40, 15
@@ -67,7 +67,7 @@ def test_same_seed_gives_byte_identical_files(world, tmp_path):
     """Rerun in another process with another hash seed: set/dict-order accidents would show up."""
     out, _ = world
     again = tmp_path / "again"
-    code = f"from llava15.data.synthetic import synthesize; synthesize({str(again)!r}, 0, {N_TRAIN}, {N_EVAL})"
+    code = f"from llava15.demo.world import synthesize; synthesize({str(again)!r}, 0, {N_TRAIN}, {N_EVAL})"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=300)
     a, b = _files(out), _files(again)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from llava15.data.synthetic.scenes import Scene
-from llava15.data.synthetic.words import BACKGROUNDS, COLORS, SHAPES, SIZES
+from llava15.demo.world.scenes import Scene
+from llava15.demo.world.words import BACKGROUNDS, COLORS, SHAPES, SIZES
 
 HEAD_NAMES = ("color", "shape", "size", "row", "col")
 HEAD_SIZES = (len(COLORS) + 1, len(SHAPES) + 1, len(SIZES) + 1, 4, 4)

@@ -8,6 +8,16 @@ captions, prompts) and `text_only` -> `records` (training records) -> `benchmark
 `run_synth`).
 """
 
-from llava15.data.synthetic.build import run_synth, synthesize
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["run_synth", "synthesize"]
+
+
+def __getattr__(name: str) -> Any:  # lazy: importing one submodule does not build the whole world
+    if name in __all__:
+        from llava15.demo.world import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module 'llava15.demo.world' has no attribute {name!r}")

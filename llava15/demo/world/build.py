@@ -20,12 +20,12 @@ import json
 import time
 from pathlib import Path
 
-from llava15.data.synthetic import records
-from llava15.data.synthetic.benchmarks import write_mme, write_pope, write_textvqa, write_vqav2
-from llava15.data.synthetic.choice_benchmarks import write_mmbench, write_scienceqa
-from llava15.data.synthetic.text import FORMAT_PROMPTS
-from llava15.data.synthetic.words import WORDS
-from llava15.data.synthetic.world import World, write_json
+from llava15.demo.world import records
+from llava15.demo.world.benchmarks import write_mme, write_pope, write_textvqa, write_vqav2
+from llava15.demo.world.choice_benchmarks import write_mmbench, write_scienceqa
+from llava15.demo.world.text import FORMAT_PROMPTS
+from llava15.demo.world.words import WORDS
+from llava15.demo.world.world import World, write_json
 
 DEFAULT_TRAIN = 2000
 DEFAULT_EVAL = 100

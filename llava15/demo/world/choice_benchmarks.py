@@ -8,10 +8,10 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from llava15.data.synthetic import text as T
-from llava15.data.synthetic.scenes import draw_scene
-from llava15.data.synthetic.text_only import text_only_qa
-from llava15.data.synthetic.world import World, png_bytes, write_json
+from llava15.demo.world import text as T
+from llava15.demo.world.scenes import draw_scene
+from llava15.demo.world.text_only import text_only_qa
+from llava15.demo.world.world import World, png_bytes, write_json
 
 MC_KINDS = ("color", "shape", "where", "size", "count")
 

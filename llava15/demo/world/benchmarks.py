@@ -21,10 +21,10 @@ import collections
 import random
 from pathlib import Path
 
-from llava15.data.synthetic import text as T
-from llava15.data.synthetic.scenes import position_name
-from llava15.data.synthetic.words import COLORS, WORDS
-from llava15.data.synthetic.world import World, write_json, write_jsonl
+from llava15.demo.world import text as T
+from llava15.demo.world.scenes import position_name
+from llava15.demo.world.words import COLORS, WORDS
+from llava15.demo.world.world import World, write_json, write_jsonl
 
 SHORT = "\n" + T.SHORT_ANSWER
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from llava15.data.synthetic.words import BACKGROUNDS, COLORS, SHAPES, SIZES, words_up_to
+from llava15.demo.world.words import BACKGROUNDS, COLORS, SHAPES, SIZES, words_up_to
 
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")

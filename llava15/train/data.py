@@ -1,0 +1,60 @@
+"""The training data of a recipe: the lazy dataset, the per-epoch sample order and the collator.
+
+`build_data(cfg, tok, image, config, dist, packed_attention)` makes the `LlavaDataset` (the recipe's
+`data` section with the model's image settings), the order function (a seeded permutation per epoch for
+packing, the original modality-grouped order otherwise) and the collator. With `data.pack_tokens: 0`
+and a language model that isolates packed samples itself (`packed_attention`), every micro-batch is one
+unpadded row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from llava15.config import RecipeConfig
+from llava15.data.images import ImageSettings
+from llava15.train.batches import random_order
+from llava15.train.distributed import DistInfo
+
+
+def build_data(cfg: RecipeConfig, tok: Any, image: ImageSettings, config: Any, dist: DistInfo,
+               packed_attention: bool):
+    """(dataset, order function, collate function) for the recipe's data section."""
+    from llava15.data.collate import Collator
+    from llava15.data.dataset import LlavaDataset
+    from llava15.model.format import num_image_tokens
+
+    d = cfg.data
+    n_img = num_image_tokens(config)
+    dataset = LlavaDataset(d.path, tok, d.template, int(config.image_token_id), image_folder=d.image_folder or None,
+                           num_image_tokens=n_img, model_max_length=d.model_max_length, image=image,
+                           bad_records=d.bad_records)
+    if d.batching == "pack":
+        order = random_order(len(dataset), cfg.train.seed)
+    else:
+        order = grouped_order(dataset.modality_lengths, cfg, dist)
+    budget = d.pack_tokens or d.model_max_length
+    if not d.pack_tokens and packed_attention:
+        budget *= cfg.train.micro_batch_size  # every sample of a micro-batch fits one row: no padding
+    collate = Collator(pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+                       image_token_id=int(config.image_token_id), num_image_tokens=n_img,
+                       mode="pack" if d.batching == "pack" else "pad", padding_side=d.padding_side,
+                       pack_tokens=budget, image_size=image.size)
+    return dataset, order, collate
+
+
+def grouped_order(lengths: list[int], cfg: RecipeConfig, dist: DistInfo):
+    """The original `group_by_modality_length` order, its global-RNG draws seeded per epoch."""
+    from llava15.data.sampler import modality_grouped_indices
+
+    t = cfg.train
+    accum = t.global_batch_size // (t.micro_batch_size * dist.world_size)
+
+    def order(epoch: int) -> list[int]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(t.seed + epoch)
+            gen = torch.Generator().manual_seed(t.seed + epoch)
+            return list(modality_grouped_indices(lengths, t.micro_batch_size, dist.world_size * accum, gen))
+    return order
