@@ -130,7 +130,10 @@ def _eval_report(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["pretrain"],
+                   help="`pretrain`: make the demo's pretrained tower and world-LM (what the package ships)")
     p.add_argument("--out", default="demo-output", help="output folder")
+    p.add_argument("--steps", type=int, default=None, help="pretrain: world-LM optimizer steps")
     p.add_argument("--ablations", action="store_true",
                    help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
                    "with vs without format prompts")

@@ -51,6 +51,10 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if getattr(args, "action", None) == "pretrain":
+        from llava15.demo.pretrain import run_pretrain
+
+        return run_pretrain(args)
     if getattr(args, "llm", None) == "smollm2":
         from llava15.demo.showcase import run_showcase
 

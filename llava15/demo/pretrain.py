@@ -1,0 +1,149 @@
+"""`llava15 demo pretrain --out DIR`: make the demo's pretrained parts, as the paper starts from some.
+
+Three parts, all from the synthetic world and nothing downloaded:
+1. the tokenizer: SentencePiece BPE (1024 pieces, LLaMA's settings) trained on the world's texts, the
+   vicuna_v1 system prompt weighted as often as stage 2 uses it, with `<image>` and `<pad>` added;
+2. the vision tower: a small CLIP ViT (96 px, patch 32) trained on drawn scenes with dense per-patch
+   labels (`demo.vision_pretrain`), the stand-in for CLIP;
+3. the world-LM: a small Llama trained on the world's text and symbolic scenes, never pixels
+   (`demo.world_lm`), the stand-in for Vicuna.
+Writes `DIR/vision_tower/` and `DIR/world_lm/` (HF folders, weights in bf16) and `DIR/MANIFEST.json`:
+the command, seeds, the commit, every file's sha256, and held-out accuracies. The copy committed in
+`llava15/demo/pretrained/` (package data) is what `make demo` starts from; this command reproduces it
+(docs/demo.md). `--smoke` runs every part for a few steps (the file layout and manifest keys only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from llava15.config import DEFAULT_TEMPLATE
+
+PRETRAINED = Path(__file__).resolve().parent / "pretrained"  # the committed copy (package data)
+MANIFEST = "MANIFEST.json"
+MANIFEST_KEYS = ("command", "seed", "commit", "data_seed", "seconds", "files", "vision_tower", "world_lm")
+VISION = dict(image_size=96, patch_size=32, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
+              num_attention_heads=4, projection_dim=128, hidden_act="quick_gelu")
+TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
+            num_key_value_heads=6, max_position_embeddings=1024)
+TOKENIZER_VOCAB = 1024
+SYSTEM_PROMPT_WEIGHT = 100  # copies of the vicuna_v1 system prompt among the tokenizer's training texts
+CORPUS_WORLD = dict(n_train=400, n_eval=20)  # scenes whose texts (with rendered words) train the tokenizer
+FULL = dict(vision_images=32000, vision_batch=16, lm_steps=4000, lm_row_tokens=4096)
+SMOKE = dict(vision_images=32, vision_batch=16, lm_steps=2, lm_row_tokens=512)
+
+
+def say(msg: str) -> None:
+    print(f"[pretrain] {msg}", flush=True)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): sha256(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != MANIFEST}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def train_tokenizer(out: Path, seed: int) -> Path:
+    """The world's tokenizer, `<image>`/`<pad>` included, saved in `out`."""
+    from transformers import AutoTokenizer
+
+    from llava15.data.templates import get_template
+    from llava15.demo.tokenizer import train_sentencepiece_tokenizer
+    from llava15.demo.world import synthesize
+    from llava15.model.tokenizer import add_image_token
+
+    system = get_template(DEFAULT_TEMPLATE).render([], add_generation_prompt=False)
+    with tempfile.TemporaryDirectory(prefix="llava15-corpus-") as tmp:
+        corpus = Path(synthesize(tmp, seed=seed, **CORPUS_WORLD)["corpus"]).read_text().splitlines()
+    # The system prompt opens every stage-2 sample: weighted so, its 85 tokens become ~31.
+    texts = corpus + [system] * SYSTEM_PROMPT_WEIGHT + ["USER:", "ASSISTANT:"]
+    train_sentencepiece_tokenizer(texts, out, TOKENIZER_VOCAB)
+    tok = AutoTokenizer.from_pretrained(out)
+    add_image_token(tok)
+    tok.save_pretrained(out)
+    return out
+
+
+def to_bf16(folder: Path) -> None:
+    """Rewrite a saved model's weights in bf16 (half the bytes shipped; training loads them in fp32)."""
+    from safetensors.torch import load_file, save_file
+
+    for f in folder.glob("*.safetensors"):
+        tensors = {k: v.to("cpu").bfloat16() if v.is_floating_point() else v for k, v in load_file(str(f)).items()}
+        save_file(tensors, str(f), metadata={"format": "pt"})
+
+
+def pretrain(out: Path, seed: int, sizes: dict[str, int], command: str) -> dict[str, Any]:
+    from llava15.demo.vision_pretrain import pretrain_vision_tower
+    from llava15.demo.world_lm import pretrain_world_lm
+
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"tokenizer ({TOKENIZER_VOCAB} pieces) on the world's texts → {out / 'world_lm'}")
+    train_tokenizer(out / "world_lm", seed)
+    say(f"vision tower on {sizes['vision_images']} drawn scenes → {out / 'vision_tower'}")
+    pretrain_vision_tower(out / "vision_tower", VISION, seed=seed, n_images=sizes["vision_images"],
+                          image_size=VISION["image_size"], batch_size=sizes["vision_batch"])
+    to_bf16(out / "vision_tower")
+    say(f"world-LM, {sizes['lm_steps']} steps of {sizes['lm_row_tokens']} tokens → {out / 'world_lm'}")
+    lm = pretrain_world_lm(out / "world_lm", out / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
+                           row_tokens=sizes["lm_row_tokens"], eval_every=max(1, sizes["lm_steps"] // 8), log=say)
+    vision = json.loads((out / "vision_tower" / "vision_pretrain.json").read_text())
+    manifest = {"command": command, "seed": seed, "commit": _commit(), "data_seed": seed,
+                "seconds": round(time.time() - start, 1), "sizes": sizes, "files": file_hashes(out),
+                "vision_tower": {"shape": VISION, "heldout": vision["heldout"], "seconds": vision["seconds"]},
+                "world_lm": {"shape": TEXT, "heldout": lm["heldout"], "seconds": lm["seconds"], "tokens": lm["tokens"]}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:
+    """The shipped parts' manifest, after checking every file's sha256 (a mismatch names the file)."""
+    manifest_file = root / MANIFEST
+    if not manifest_file.is_file():
+        raise FileNotFoundError(f"{manifest_file} missing: the demo's pretrained parts are not installed; "
+                                "make them with `llava15 demo pretrain --out DIR`")
+    manifest = json.loads(manifest_file.read_text())
+    for rel, digest in manifest["files"].items():
+        path = root / rel
+        if not path.is_file() or sha256(path) != digest:
+            raise ValueError(f"{path}: missing or changed (sha256 differs from {manifest_file}); reinstall "
+                             "llava15 or rebuild the parts with `llava15 demo pretrain`")
+    return manifest
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    sizes = dict(SMOKE if getattr(args, "smoke", False) else FULL)
+    if getattr(args, "steps", None):
+        sizes["lm_steps"] = int(args.steps)
+    command = shlex.join(["llava15", "demo", "pretrain", *sys.argv[sys.argv.index("pretrain") + 1:]]) \
+        if "pretrain" in sys.argv else f"llava15 demo pretrain --out {out} --seed {args.seed}"
+    manifest = pretrain(out, args.seed, sizes, command)
+    say(f"done in {manifest['seconds']:.0f}s; world-LM held-out {manifest['world_lm']['heldout']}; "
+        f"manifest {out / MANIFEST}")
+    return 0

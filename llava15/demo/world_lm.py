@@ -1,0 +1,245 @@
+"""The demo's Vicuna: a small Llama pretrained on the synthetic world's text and symbolic scenes.
+
+The paper's stage 2 starts from a pretrained LLM that already retrieves from its context; a
+from-scratch LM trained on pixels for a few CPU minutes does not learn that lookup. So the demo's LM
+is pretrained offline (`llava15 demo pretrain`), never on pixels: every example is a record of the world
+(stage-1 captions with the `plain` template, stage-2 mixture records and text-only conversations with
+`vicuna_v1`, tokenized by the training code's own `encode_conversation`), and where the record's image
+stands the LM reads a symbolic scene (`demo.symbolic`): one embedding per patch built from its own
+word embeddings. Scenes come from the world's sampler without rendered words (the vision tower is not
+trained to read them). Examples of similar length are batched with padding (short examples: the
+per-sample attention of packed rows costs more than the padding here), the decoder is compiled, and the
+loss is taken on supervised positions only, as the trainer does.
+
+`pretrain_world_lm(out, tokenizer_dir, ...)` trains and saves an HF `LlamaForCausalLM` folder with that
+tokenizer; `heldout_accuracy(model, tokenizer, ...)` scores exact-match short answers per question
+kind on held-out symbolic scenes, in the evaluation's own prompt format (greedy, teacher forced: the
+answer's tokens and the end of turn must all be the argmax).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from llava15.data.collate import expand_image_tokens
+from llava15.data.conversation import IGNORE_INDEX
+from llava15.data.formats import record_to_conversation
+from llava15.data.tokenization import encode_conversation
+from llava15.demo.symbolic import WordEmbedder, patch_words
+from llava15.demo.world import records
+from llava15.demo.world import text as T
+from llava15.demo.world.scenes import Scene, sample_scene
+
+IMAGE_SIZE, PATCH = 96, 32  # the demo tower's geometry: one patch per grid cell
+P_CAPTION, P_TEXT = 0.25, 0.08  # shares of stage-1 captions and text-only conversations among examples
+NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower does not read them)
+VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
+
+
+def scene_of(seed: int, stream: str, index: int) -> tuple[Scene, random.Random]:
+    rng = random.Random(f"llava15-world-lm/{seed}/{stream}/{index}")
+    return sample_scene(rng, f"lm{seed}-{stream}-{index}", "symbolic.png", IMAGE_SIZE, words=NO_WORDS), rng
+
+
+def example_records(seed: int, index: int) -> tuple[Scene | None, list[tuple[dict, str]]]:
+    """The records example `index` contributes, each with its template name."""
+    scene, rng = scene_of(seed, "train", index)
+    draw = rng.random()
+    if draw < P_CAPTION:
+        return scene, [(records.pretrain_record(scene, rng), "plain")]
+    if draw < P_CAPTION + P_TEXT:
+        return None, [(records.text_only_record(f"text-{index}", rng), "vicuna_v1")]
+    recs = records.finetune_records(scene, rng)
+    # the merged VQA record always (it holds most answers per token), plus one other kind
+    return scene, [(recs[0], "vicuna_v1"), (rng.choice(recs[1:]) if len(recs) > 1 else recs[0], "vicuna_v1")]
+
+
+class SymbolicExamples:
+    """Tokenized examples with their symbolic patch words, in a deterministic stream."""
+
+    def __init__(self, tokenizer, seed: int, max_length: int = 512) -> None:
+        self.tok, self.seed, self.max_length = tokenizer, seed, max_length
+        self.image_id = tokenizer.convert_tokens_to_ids("<image>")
+        self.n_patches = (IMAGE_SIZE // PATCH) ** 2
+
+    def encode(self, record: dict, template: str, scene: Scene | None, aspect_ratio: str
+               ) -> tuple[torch.Tensor, torch.Tensor, list[list[str]]]:
+        conv = record_to_conversation(record, 0, "world-lm")
+        enc = encode_conversation(conv, self.tok, template, self.image_id, self.max_length, self.n_patches)
+        ids, labels = expand_image_tokens(enc.input_ids, enc.labels, self.image_id, self.n_patches)
+        words = patch_words(scene, aspect_ratio, IMAGE_SIZE, PATCH) if scene is not None and conv.images else []
+        return ids, labels, words
+
+    def stream(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[list[str]]]]:
+        for index in itertools.count(start):
+            scene, recs = example_records(self.seed, index)
+            aspect = "square" if index % 2 else "pad"  # stage 1 crops square, stage 2 pads: both
+            for record, template in recs:
+                yield self.encode(record, template, scene, aspect)
+
+
+def batches(examples: Iterator, batch_tokens: int, pool: int = 256, length=lambda ex: len(ex[0])) -> Iterator[list]:
+    """Batches of examples of similar length whose padded size (count × longest) stays within
+    `batch_tokens`: a pool of examples is sorted by length and cut greedily (less padding)."""
+    it = iter(examples)
+    while True:
+        chunk = list(itertools.islice(it, pool))
+        if not chunk:
+            return
+        chunk.sort(key=length)
+        batch: list = []
+        for ex in chunk:
+            if batch and (len(batch) + 1) * length(ex) > batch_tokens:
+                yield batch
+                batch = []
+            batch.append(ex)
+        if batch:
+            yield batch
+
+
+def padded_batch(examples: list, embedder: WordEmbedder, image_id: int, pad_id: int) -> dict:
+    """Right-padded ids, labels and attention mask, and the flattened symbolic-embedding index."""
+    width = -(-max(len(ex[0]) for ex in examples) // 16) * 16  # fewer distinct shapes to compile
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (x, y, _) in enumerate(examples):
+        ids[i, :len(x)], labels[i, :len(y)], mask[i, :len(x)] = x, y, 1
+    words = [w for ex in examples for w in ex[2]]
+    if int((ids == image_id).sum()) != len(words):
+        raise ValueError(f"batch has {int((ids == image_id).sum())} image positions but {len(words)} patch "
+                         "descriptions")
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask,
+            "symbolic": embedder.index(words) if words else None}
+
+
+def embed_inputs(lm, batch: dict, image_id: int) -> torch.Tensor:
+    """Token embeddings, with the image positions holding the symbolic scene (gradients reach the table)."""
+    table = lm.get_input_embeddings().weight
+    embeds = table[batch["input_ids"]]
+    if batch["symbolic"] is not None:
+        tok, patch, weight = batch["symbolic"]
+        n = int(patch.max()) + 1
+        scene = torch.zeros(n, table.shape[1], dtype=table.dtype).index_add(0, patch, table[tok] * weight[:, None])
+        mask = (batch["input_ids"] == image_id)[..., None]
+        embeds = embeds.masked_scatter(mask, scene)
+    return embeds
+
+
+def forward_supervised(lm, batch: dict, image_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits at supervised positions, their targets), as the trainer computes the loss."""
+    targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = targets != IGNORE_INDEX
+    out = lm(inputs_embeds=embed_inputs(lm, batch, image_id), attention_mask=batch["attention_mask"],
+             use_cache=False, logits_to_keep=keep)
+    return out.logits, targets[keep]
+
+
+def heldout_questions(seed: int, n_scenes: int) -> list[tuple[str, Scene, T.QA]]:
+    """One question of every VQA kind per held-out scene, as the synthetic VQAv2 set asks them."""
+    out = []
+    for i in range(n_scenes):
+        scene, rng = scene_of(seed, "heldout", i)
+        out += [(qa.kind, scene, qa) for qa in T.sample_qas(scene, rng, len(VQA_KINDS), kinds=VQA_KINDS)]
+    return out
+
+
+@torch.no_grad()
+def heldout_accuracy(lm, tokenizer, seed: int, n_scenes: int = 50, row_tokens: int = 8192) -> dict[str, float]:
+    """Exact-match accuracy per question kind on held-out symbolic scenes (module docstring)."""
+    data = SymbolicExamples(tokenizer, seed)
+    embedder = WordEmbedder(tokenizer)
+    items = []
+    for kind, scene, qa in heldout_questions(seed, n_scenes):
+        rec = records.conversation("heldout", scene.image, [(f"{qa.question}\n{T.SHORT_ANSWER}", qa.short)])
+        items.append((kind, data.encode(rec, "vicuna_v1", scene, "pad")))
+    lm.eval()
+    hits: dict[str, list[bool]] = {k: [] for k in VQA_KINDS}
+    for chunk in batches(iter(items), row_tokens, length=lambda item: len(item[1][0])):
+        batch = padded_batch([ex for _, ex in chunk], embedder, data.image_id, tokenizer.pad_token_id)
+        logits, targets = forward_supervised(lm, batch, data.image_id)
+        right = (logits.argmax(-1) == targets).tolist()
+        counts = [int((ex[1][1:] != IGNORE_INDEX).sum()) for _, ex in chunk]
+        for (kind, _), n in zip(chunk, counts):
+            hits[kind].append(all(right[:n]))
+            right = right[n:]
+    lm.train()
+    acc = {k: round(sum(v) / len(v), 4) for k, v in hits.items() if v}
+    acc["mean"] = round(sum(acc.values()) / len(acc), 4)
+    return acc
+
+
+def pretrain_world_lm(out: str | Path, tokenizer_dir: str | Path, shape: dict, *, seed: int = 0,
+                      steps: int = 3000, row_tokens: int = 4096, lr: float = 2e-3, warmup: int = 100,
+                      eval_every: int = 500, threads: int | None = None, compile: bool = True,
+                      log=print) -> dict:
+    """Train the world-LM and save it (HF folder + the tokenizer) to `out`; returns the training summary."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    vocab = -(-len(tok) // 64) * 64  # as `model.build` rounds: LLaVA keeps the matrices at this size
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                      pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                      attn_implementation="sdpa", **shape))
+    data = SymbolicExamples(tok, seed)
+    embedder = WordEmbedder(tok)
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, steps - warmup))))))
+    if compile and steps > 50:  # fuses the many small elementwise ops of a tiny model: ~1.3x per step on 2 CPU cores
+        lm.model.compile(dynamic=True)
+    stream = batches(data.stream(), row_tokens)
+    history, start, tokens = [], time.time(), 0
+    lm.train()
+    for step in range(steps):
+        batch = padded_batch(next(stream), embedder, data.image_id, tok.pad_token_id)
+        logits, targets = forward_supervised(lm, batch, data.image_id)
+        loss = F.cross_entropy(logits.float(), targets)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            acc = heldout_accuracy(lm, tok, seed + 1)
+            history.append({"step": step + 1, "tokens": tokens, "loss": round(float(loss), 4),
+                            "seconds": round(time.time() - start, 1), "heldout": acc})
+            log(f"[world-lm] step {step + 1}/{steps}, {tokens} tokens, {time.time() - start:.0f}s, "
+                f"loss {float(loss):.3f}, held-out " + ", ".join(f"{k} {v:.2f}" for k, v in acc.items()))
+            summary = {"steps": step + 1, "of_steps": steps, "row_tokens": row_tokens, "lr": lr, "seed": seed,
+                       "tokens": tokens, "seconds": round(time.time() - start, 1), "heldout": acc,
+                       "history": history}
+            save_world_lm(lm, tok, Path(out), summary)  # at every evaluation: a long run can be used early
+    return summary
+
+
+def save_world_lm(lm, tok, out: Path, summary: dict) -> None:
+    """The LM in bf16 (a copy: training goes on in fp32) with its tokenizer and training summary."""
+    import copy
+
+    from transformers import GenerationConfig
+
+    from llava15.model.tokenizer import copy_sentencepiece_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    saved = copy.deepcopy(getattr(lm, "_orig_mod", lm)).to(torch.bfloat16)
+    saved.model = getattr(saved.model, "_orig_mod", saved.model)
+    saved.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id)
+    saved.save_pretrained(out)
+    tok.save_pretrained(out)
+    copy_sentencepiece_model(tok, out)
+    (out / "world_lm.json").write_text(json.dumps(summary, indent=2))
