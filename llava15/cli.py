@@ -86,6 +86,8 @@ def _data_prepare(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=4, help="parallel downloads, and OCR-VQA fetch threads")
     p.add_argument("--ocr-vqa-rate", type=float, default=10.0, help="OCR-VQA requests per second per host")
     p.add_argument("--keep-archives", action="store_true", help="keep archives after extracting them")
+    p.add_argument("--redo", default=None, metavar="SOURCES",
+                   help="fetch these sources again even if done or already on disk (e.g. records,coco)")
     p.add_argument("--no-space-check", action="store_true", help="start even if the free disk looks too small")
 
 

@@ -5,12 +5,14 @@
 `hub_paths.resolve_data_path`). Two record schemas are read: LLaVA's (`conversations` of `from`/`value`,
 `<image>` in the text, `image` paths or embedded images) and the Hub's VLM schema (`messages` of
 `role`/`content`, content a string or a list of `{"type": "image"}` / `{"type": "text", "text": ...}`
-parts, `images` consumed in order by the image parts). An image part becomes `<image>` followed by a
-newline (none when it ends the turn), text parts are concatenated: `[image, text "Q"]` is
-`"<image>\nQ"`, so both schemas give the same conversation, ids and labels. `scan_json(path)` streams a JSON list or JSONL file and also gives
-each record's byte span, so a dataset can index a 665K-record file without holding it in memory and
-re-read one record later with `read_span`. `record_to_conversation` validates one record (roles,
-texts, `<image>` count against images) and raises `DataError` naming file, record and field.
+parts, `images` consumed in order by the image parts). An image part becomes `<image>`, separated from
+the parts around it by a newline; text parts are kept as written: `[image, text "Q"]` is
+`"<image>\\nQ"` and `[text "Q", image]` is `"Q\\n<image>"`, as LLaVA's records write them, so both
+schemas give the same conversation, word counts, ids and labels. `scan_json(path)` streams a JSON list
+or JSONL file and also gives each record's byte span, so a dataset can index a 665K-record file
+without holding it in memory and re-read one record later with `read_span`. `record_to_conversation`
+validates one record (roles, texts, `<image>` count against images) and raises `DataError` naming
+file, record and field.
 """
 
 from __future__ import annotations
@@ -235,18 +237,21 @@ def _turn_text(content: Any) -> str:
 
 
 def join_parts(parts: list) -> str:
-    """The text of a `messages` content list: `<image>` + newline per image part (no newline when the
-    image ends the turn), text parts as written. Raises `ValueError(field, message)` on a bad part."""
+    """The text of a `messages` content list: an image part is `<image>`, separated from its neighbours
+    by a newline; text parts are kept as written. Raises `ValueError(field, message)` on a bad part."""
     out: list[str] = []
+    prev_image = False
     for j, part in enumerate(parts):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "image":
-            out.append(IMAGE_TOKEN + ("\n" if j + 1 < len(parts) else ""))
+            out.append(("\n" if j else "") + IMAGE_TOKEN)
+            prev_image = True
         elif kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise ValueError(f"[{j}].text", f"text part holds {type(text).__name__}, expected a string")
-            out.append(text)
+            value = part.get("text")
+            if not isinstance(value, str):
+                raise ValueError(f"[{j}].text", f"text part holds {type(value).__name__}, expected a string")
+            out.append(("\n" if prev_image else "") + value)
+            prev_image = False
         else:
             raise ValueError(f"[{j}].type", f"content part of type {kind!r} (known: 'image', 'text')")
     return "".join(out)

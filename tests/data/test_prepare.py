@@ -203,23 +203,18 @@ def test_rerun_after_completion_fetches_nothing(prepared, capsys):
     assert {d["state"] for n, d in again["downloads"].items() if n != "ocr_vqa"} == {"done"}
 
 
-def test_filtered_record_file_trains_with_the_tiny_recipe(prepared, tmp_path):
-    from llava15.testing import make_tiny_clip, make_tiny_llama
-
+def test_filtered_record_file_trains_with_the_tiny_recipe(prepared, tiny_train_models, tmp_path, caplog):
     _, root, _, _ = prepared
     report = json.loads((root / "prepare_report.json").read_text())
-    clip, llama = make_tiny_clip(tmp_path / "clip"), make_tiny_llama(tmp_path / "llama")
     out = tmp_path / "run"
-    overrides = {"model.vision_tower": clip, "model.llm": llama, **report["train_with"], "train.output_dir": out,
-                 "train.max_steps": 2, "train.global_batch_size": 2, "train.micro_batch_size": 2,
-                 "train.device": "cpu"}
-    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "train", str(REPO / "recipes/tiny_cpu.yaml"),
-                           *[f"{k}={v}" for k, v in overrides.items()]], env=_env(), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    overrides = {"model.vision_tower": tiny_train_models["clip"], "model.llm": tiny_train_models["llama"],
+                 **report["train_with"], "train.output_dir": out, "train.max_steps": 2, "train.global_batch_size": 2,
+                 "train.micro_batch_size": 2, "train.device": "cpu"}
+    with caplog.at_level("WARNING", logger="llava15.data"):
+        assert main(["train", str(REPO / "recipes/tiny_cpu.yaml"), *[f"{k}={v}" for k, v in overrides.items()]]) == 0
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 2 and all(x == x for x in losses)
-    assert "missing_image" not in proc.stderr and "skipping record" not in proc.stderr
+    assert not [r for r in caplog.records if "skipping record" in r.getMessage()]  # no missing image met
 
 
 def _env() -> dict:
@@ -382,3 +377,29 @@ def test_extraction_is_idempotent_and_refuses_paths_outside_the_target(tmp_path)
     with pytest.raises(ExtractError, match="outside the target"):
         extract(evil, tmp_path / "t", quiet=True)
     assert not (tmp_path / "outside.jpg").exists()
+
+
+def test_interrupted_extraction_resumes_and_data_already_on_disk_is_kept(tmp_path, capsys):
+    world = World()
+    try:
+        root = tmp_path / "data"
+        gqa_path, gqa_members = world.archives["gqa"]
+        (root / "gqa/images").mkdir(parents=True)
+        (root / "gqa/images.zip").write_bytes(world.server.files[gqa_path])  # complete, extraction died
+        (root / "gqa/images/2354786.jpg.extracting").write_bytes(b"half")
+        (root / "textvqa/train_images").mkdir(parents=True)  # unzipped by hand earlier
+        (root / "textvqa/train_images/0a0bc91825468c45.jpg").write_bytes(image_bytes(4))
+        assert main(world.args(root, "--only", "gqa,textvqa")) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"gqa\s+downloaded", out) and re.search(r"textvqa\s+found", out)
+        assert not world.server.requests("/gqa/") and not world.server.requests("/textvqa/")
+        assert (root / "gqa/images/2354786.jpg").read_bytes() == gqa_members["images/2354786.jpg"]
+        assert not (root / "gqa/images.zip").exists() and not list(root.rglob("*.extracting"))
+        report = json.loads((root / "prepare_report.json").read_text())
+        assert report["downloads"]["textvqa"]["state"] == "found"
+        assert report["sources"]["textvqa"]["present"] == 1
+        assert main(world.args(root, "--only", "textvqa", "--redo", "textvqa")) == 0
+        assert [e["sent"] for e in world.server.requests("/textvqa/", "GET")] == [
+            len(world.server.files[world.archives["textvqa"][0]])]
+    finally:
+        world.close()

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llava15.data.prepare import hub
-from llava15.data.prepare.download import DownloadError, fetch, head, partial_bytes
+from llava15.data.prepare.download import DownloadError, Fetched, fetch, head, partial_bytes
 from llava15.data.prepare.extract import ExtractError, extract
 from llava15.data.prepare.ocr_vqa import fetch_ocr_vqa
 from llava15.data.prepare.report import check_against_disk
@@ -38,7 +39,9 @@ REPORT = "prepare_report.json"
 class Planned:
     item: Item
     state: str
-    """`done`, `cached` (in the local Hub cache), `partial`, `todo`, `needs-input` or `unreachable`."""
+    """`done` (by an earlier run), `downloaded` (the archive is here, extraction is left), `found` (on
+    disk, put there otherwise), `cached` (in the local Hub cache), `partial`, `todo`, `needs-input` or
+    `unreachable`."""
     size: int | None = None
     have: int = 0
     note: str = ""
@@ -53,7 +56,7 @@ class Planned:
     def disk_needed(self) -> int | None:
         """Bytes this item still needs on disk: what is left to fetch, plus the extracted size of an
         archive (estimated as its own size: images do not compress)."""
-        if self.state in ("done", "needs-input", "unreachable"):
+        if self.state in ("done", "found", "needs-input", "unreachable"):
             return 0
         fetch_left = self.to_fetch
         if fetch_left is None:
@@ -96,11 +99,29 @@ def ocr_vqa_wanted(stage: Stage, root: Path, item: OcrVqaImages) -> set[str] | N
     return wanted
 
 
-def plan(stage: Stage, items: list[Item], root: Path, endpoint: str | None) -> list[Planned]:
+def _found(root: Path, item: Item) -> bool:
+    """The item's destination is already there, put by hand or another tool (no marker of ours, and
+    no archive or partial download of ours that an interrupted run left)."""
+    if isinstance(item, OcrVqaImages) or partial_bytes(root / item.dest):
+        return False
+    target = root / (item.extract_to or item.dest)
+    return target.is_file() or (target.is_dir() and any(target.iterdir()))
+
+
+def plan(stage: Stage, items: list[Item], root: Path, endpoint: str | None, redo: set[str] = frozenset()
+         ) -> list[Planned]:
     out = []
     for item in [stage.records, *items]:
-        if _done(root, stage, item) is not None:
+        if item.source not in redo and _done(root, stage, item) is not None:
             out.append(Planned(item, "done"))
+            continue
+        archive = root / item.dest if getattr(item, "extract_to", None) else None
+        if archive is not None and archive.is_file():  # downloaded (renamed into place when complete)
+            out.append(Planned(item, "downloaded", archive.stat().st_size, note="extraction resumes"))
+            continue
+        if item.source not in redo and _found(root, item):
+            out.append(Planned(item, "found", note="already on disk, not fetched; the check counts what is "
+                                                   f"missing (--redo {item.source} fetches it again)"))
             continue
         try:
             if isinstance(item, HubFile):
@@ -174,7 +195,10 @@ def _existing(path: Path) -> Path:
 
 def _fetch_item(stage: Stage, item: Item, root: Path, endpoint: str | None, keep_archives: bool,
                 position: int | None) -> dict:
-    if isinstance(item, HubFile):
+    archive = root / item.dest
+    if item.extract_to and archive.is_file():  # complete: an earlier run died while extracting it
+        got, checked = Fetched(archive, archive.stat().st_size, "", 0), False
+    elif isinstance(item, HubFile):
         got, checked = hub.fetch_hub_file(item, root, endpoint, position=position)
     else:
         got = fetch(item.url, root / item.dest, expected_size=item.size, expected_sha256=item.sha256,
@@ -185,9 +209,9 @@ def _fetch_item(stage: Stage, item: Item, root: Path, endpoint: str | None, keep
     if item.extract_to:
         done = extract(got.path, root / item.extract_to, desc=f"extract {item.name}", position=position)
         info.update(extracted_files=done.files, extracted_bytes=done.bytes, already_extracted=done.skipped)
-        if not keep_archives:
-            got.path.unlink()
     _write_marker(root, stage, item, info)
+    if item.extract_to and not keep_archives:
+        got.path.unlink()
     return {"state": "fetched", **info}
 
 
@@ -218,8 +242,13 @@ def run_prepare(args) -> int:
     except ValueError as exc:
         raise SystemExit(f"data prepare: {exc}") from None
     endpoint = getattr(args, "hub_endpoint", None)
+    redo = {s.strip() for s in (getattr(args, "redo", None) or "").split(",") if s.strip()}
+    unknown = redo - {"records", *stage.sources}
+    if unknown:
+        raise SystemExit(f"data prepare: --redo: unknown source(s) {', '.join(sorted(unknown))}; "
+                         f"known: records, {', '.join(stage.sources)}")
     print(f"data prepare {stage.name} into {root}")
-    planned = plan(stage, items, root, endpoint)
+    planned = plan(stage, items, root, endpoint, redo)
     needed, _ = print_plan(planned, root)
     if args.dry_run:
         return 0
@@ -236,6 +265,8 @@ def run_prepare(args) -> int:
         state = by_name[item.name].state
         if state == "done":
             return {"state": "done", **(_done(root, stage, item) or {})}
+        if state == "found":
+            return {"state": "found", "note": "already on disk, not fetched"}
         try:
             if isinstance(item, OcrVqaImages):
                 return _run_ocr_vqa(stage, item, root, jobs, getattr(args, "ocr_vqa_rate", 10.0))
@@ -244,11 +275,19 @@ def run_prepare(args) -> int:
             print(f"{item.name}: FAILED: {exc}", file=sys.stderr)
             return {"state": "failed", "error": str(exc)}
 
-    downloads["records"] = run_one(stage.records, None)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        downloads["records"] = run_one(stage.records, None)
         futures = {item.name: pool.submit(run_one, item, i) for i, item in enumerate(items)}
         for name, fut in futures.items():
             downloads[name] = fut.result()
+    except KeyboardInterrupt:
+        # Every step is crash-safe (.part files, files renamed into place when complete, markers last), so
+        # stop now rather than wait for the worker threads to finish their downloads.
+        print("\ninterrupted: what was fetched is kept; rerun the same command to resume", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(130)
+    pool.shutdown()
     report: dict = {"stage": stage.name, "root": str(root), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "only": only, "downloads": downloads}
     if (root / stage.records.dest).is_file():
