@@ -42,7 +42,7 @@ def _export(p: argparse.ArgumentParser) -> None:
 
 
 def _data_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
+    p.add_argument("file", help="LLaVA JSON/JSONL file, datasets folder/parquet, or hf://<repo>[/file]")
     p.add_argument("--images", default=None, help="image root folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (enables token-level checks)")
     p.add_argument("--template", default="vicuna_v1", help="chat template name")
@@ -54,7 +54,7 @@ def _data_check(p: argparse.ArgumentParser) -> None:
 
 
 def _data_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
+    p.add_argument("file", help="LLaVA JSON/JSONL file, datasets folder/parquet, or hf://<repo>[/file]")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder")
     p.add_argument("--template", default="vicuna_v1", help="chat template name")
     p.add_argument("--format", default="text", choices=["text", "json"], help="output format")

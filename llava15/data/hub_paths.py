@@ -41,8 +41,8 @@ def parse_hub_path(path: str) -> tuple[str, str | None, str]:
     text = path[len(HUB_PREFIX):] if path.startswith(HUB_PREFIX) else path
     parts = text.strip("/").split("/")
     if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise DataError(f"{path!r}: expected hf://<owner>/<name>[/file], e.g. hf://HuggingFaceH4/llava-instruct-mix-vsft",
-                        source=path, reason="bad_path")
+        raise DataError(f"{path!r}: expected hf://<owner>/<name>[@revision][/file-or-folder]", source=path,
+                        reason="bad_path")
     name, _, revision = parts[1].partition("@")
     return f"{parts[0]}/{name}", revision or None, "/".join(parts[2:])
 

@@ -90,6 +90,11 @@ def _handler(server: LocalServer):
                 return self._plain(server.fail_once.pop(path), b"try again", entry)
             resolve = re.match(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$", path)
             tree = re.match(r"^/api/datasets/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?$", path)
+            info = re.match(r"^/api/datasets/([^/]+/[^/]+)(?:/revision/([^/]+))?$", path)
+            if info and info.group(1) in server.hub:
+                body = {"id": info.group(1), "sha": COMMIT, "private": False, "disabled": False, "gated": False,
+                        "siblings": [{"rfilename": name} for name in sorted(server.hub[info.group(1)])]}
+                return self._plain(200, json.dumps(body).encode(), entry, {"Content-Type": "application/json"})
             if resolve:
                 repo, _, filename = resolve.groups()
                 data = server.hub.get(repo, {}).get(filename)
@@ -108,11 +113,25 @@ def _handler(server: LocalServer):
                 self.end_headers()
                 return
             if tree:
-                repo = tree.group(1)
+                repo, under = tree.group(1), (tree.group(3) or "").strip("/")
                 if repo not in server.hub:
                     return self._plain(404, b"Repository not found", entry, {"X-Error-Code": "RepoNotFound"})
-                listing = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
-                           for name, data in sorted(server.hub[repo].items())]
+                recursive = "recursive=true" in (urlparse(self.path).query or "").lower()
+                listing, folders = [], set()
+                for name, data in sorted(server.hub[repo].items()):
+                    if under and not name.startswith(under + "/"):
+                        continue
+                    rest = name[len(under) + 1:] if under else name
+                    if "/" in rest and not recursive:  # a folder, listed once, as the Hub does
+                        folder = (under + "/" if under else "") + rest.split("/")[0]
+                        if folder not in folders:
+                            folders.add(folder)
+                            listing.append({"type": "directory", "path": folder, "oid": "0" * 40, "size": 0})
+                        continue
+                    listing.append({"type": "file", "path": name, "size": len(data),
+                                    "oid": hashlib.sha1(data).hexdigest()})
+                if under and not listing:
+                    return self._plain(404, b"Entry not found", entry, {"X-Error-Code": "EntryNotFound"})
                 return self._plain(200, json.dumps(listing).encode(), entry, {"Content-Type": "application/json"})
             if path not in server.files:
                 return self._plain(404, b"not found", entry)

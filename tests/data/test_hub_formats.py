@@ -196,3 +196,23 @@ def test_hf_paths_read_the_hub_dataset_through_the_local_endpoint(hub, both, tin
     assert len(hub.requests("/lfs/", "GET")) == before  # cached: nothing fetched again
     with pytest.raises(DataError, match=r"hf://org/missing.*RepositoryNotFound|hf://org/missing.*404"):
         list(read_records("hf://org/missing"))
+
+
+def test_a_repo_without_parquet_or_json_is_read_with_datasets_load_dataset(hub, both, tmp_path):
+    """`datasets` reads HF_ENDPOINT once, at import: a fresh process sees the local endpoint."""
+    import gzip
+    import os
+    import subprocess
+    import sys
+
+    records = json.loads(both[0].read_text())
+    hub.add_hub_file("org/gz", "data/train.jsonl.gz", gzip.compress("\n".join(map(json.dumps, records)).encode()))
+    env = dict(os.environ, HF_DATASETS_CACHE=str(tmp_path / "ds_cache"))
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    code = ("import json; from llava15.data.formats import read_records; "
+            "print(json.dumps([r for _, r in read_records('hf://org/gz')]))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [record_to_conversation(r, i) for i, r in enumerate(got)] == \
+        [record_to_conversation(r, i) for i, r in enumerate(records)]

@@ -403,3 +403,17 @@ def test_interrupted_extraction_resumes_and_data_already_on_disk_is_kept(tmp_pat
             len(world.server.files[world.archives["textvqa"][0]])]
     finally:
         world.close()
+
+
+def test_ocr_vqa_without_its_dataset_json_is_skipped_and_said_so(tmp_path):
+    world = World()
+    try:
+        root = tmp_path / "data"
+        args = [a for a in world.args(root, "--only", "ocr_vqa") if "ocr/dataset.json" not in a and a != "--ocr-vqa-json"]
+        assert main(args) == 0
+        report = json.loads((root / "prepare_report.json").read_text())
+        assert report["downloads"]["ocr_vqa"]["state"] == "needs-input"
+        assert "--ocr-vqa-json" in report["downloads"]["ocr_vqa"]["note"]
+        assert report["sources"]["ocr_vqa"]["missing"] == 3 and not world.server.requests("/images/I/")
+    finally:
+        world.close()

@@ -67,10 +67,11 @@ def head(url: str, headers: dict[str, str] | None = None, timeout: float = 60) -
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"{url}: {exc}") from exc
     try:
-        with urllib.request.urlopen(_request(url, {**(headers or {}), "Range": "bytes=0-0"}), timeout=timeout) as resp:
+        ranged = _request(url, {**(headers or {}), "Range": "bytes=0-0"})
+        with urllib.request.urlopen(ranged, timeout=timeout) as resp:
             match = re.search(r"/(\d+)$", resp.headers.get("Content-Range", ""))
-            size = int(match.group(1)) if match else (int(resp.headers["Content-Length"])
-                                                      if resp.status == 200 and resp.headers.get("Content-Length") else None)
+            length = resp.headers.get("Content-Length")
+            size = int(match.group(1)) if match else int(length) if resp.status == 200 and length else None
             return RemoteInfo(size, resp.headers.get("ETag"), resp.headers.get("Last-Modified"))
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DownloadError(f"{url}: {exc}") from exc
@@ -142,14 +143,14 @@ def fetch(url: str, dest: str | Path, *, key: str | None = None, headers: dict[s
                         start = 0
                         length = resp.headers.get("Content-Length")
                         total = int(length) if length else None
-                        state.update(etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"),
-                                     size=total)
+                        state.update(etag=resp.headers.get("ETag"), size=total,
+                                     last_modified=resp.headers.get("Last-Modified"))
                         meta.write_text(json.dumps(state))
                         bar.total = total
                         bar.refresh()
                         if have:
-                            bar.write(f"{dest.name}: the server sent the whole file again (no range support, or "
-                                      f"the file changed); restarting from 0")
+                            bar.write(f"{dest.name}: the server sent the whole file again (no range "
+                                      f"support, or the file changed); restarting from 0")
                             have, sha = 0, hashlib.sha256()
                             bar.reset(total=total)
                     if expected_size is not None and total is not None and total != expected_size:
@@ -192,8 +193,8 @@ def fetch(url: str, dest: str | Path, *, key: str | None = None, headers: dict[s
     if expected_sha256 and digest != expected_sha256.lower():
         part.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
-        raise DownloadError(f"{url}: sha256 {digest} differs from the published {expected_sha256}; the partial "
-                            f"file was deleted, rerun to fetch it again")
+        raise DownloadError(f"{url}: sha256 {digest} differs from the published {expected_sha256}; the "
+                            f"partial file was deleted, rerun to fetch it again")
     os.replace(part, dest)
     meta.unlink(missing_ok=True)
     return Fetched(dest, have, digest, fetched)

@@ -62,7 +62,8 @@ def extract(archive: str | Path, target: str | Path, desc: str | None = None, po
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
-        raise ExtractError(f"{archive}: not a zip archive ({exc}); delete it and rerun to fetch it again") from exc
+        raise ExtractError(f"{archive}: not a zip archive ({exc}); delete it and rerun to fetch it "
+                           f"again") from exc
     with zf:
         members = _members(zf)
         prefix = _strip([m.filename for m in members])
@@ -78,10 +79,10 @@ def extract(archive: str | Path, target: str | Path, desc: str | None = None, po
         target.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(target).free
         if need > free:
-            raise ExtractError(f"{archive}: extracting needs {need / 2**30:.2f} GiB, only {free / 2**30:.2f} GiB "
-                               f"free under {target}")
-        with tqdm(total=need, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or f"extract {archive.name}",
-                  position=position, disable=quiet, dynamic_ncols=True) as bar:
+            raise ExtractError(f"{archive}: extracting needs {need / 2**30:.2f} GiB, only "
+                               f"{free / 2**30:.2f} GiB free under {target}")
+        with tqdm(total=need, unit="B", unit_scale=True, unit_divisor=1024, position=position, disable=quiet,
+                  desc=desc or f"extract {archive.name}", dynamic_ncols=True) as bar:
             for info, out in todo:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 tmp = out.with_name(out.name + ".extracting")

@@ -44,7 +44,8 @@ def hub_info(item: HubFile, endpoint: str | None = None) -> HubInfo:
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     endpoint = endpoint_or_default(endpoint)
-    url = hf_hub_url(item.repo_id, item.filename, repo_type="dataset", revision=item.revision, endpoint=endpoint)
+    url = hf_hub_url(item.repo_id, item.filename, repo_type="dataset", revision=item.revision,
+                     endpoint=endpoint)
     try:
         meta = get_hf_file_metadata(url, endpoint=endpoint)
     except Exception as exc:  # the hub library's errors name the repo and the cause
@@ -84,11 +85,10 @@ def fetch_hub_file(item: HubFile, root: Path, endpoint: str | None = None, posit
         _link_or_copy(cached, dest)
         return Fetched(dest, dest.stat().st_size, "", 0), False
     info = hub_info(item, endpoint)
-    endpoint = endpoint_or_default(endpoint)
-    same_host = endpoint is None or urlparse(info.url).netloc == urlparse(endpoint).netloc
-    if endpoint is None:
-        same_host = urlparse(info.url).netloc.endswith("huggingface.co")
-    headers = build_hf_headers() if same_host else {}  # never send the token to a CDN
+    from huggingface_hub import constants
+
+    hub_host = urlparse(endpoint_or_default(endpoint) or constants.ENDPOINT).netloc
+    headers = build_hf_headers() if urlparse(info.url).netloc == hub_host else {}  # no token to a CDN
     got = fetch(info.url, dest, key=f"hub:{item.repo_id}/{item.filename}@{info.etag}", headers=headers,
                 expected_size=info.size, expected_sha256=info.sha256, desc=f"{item.repo_id}/{item.filename}",
                 position=position, quiet=quiet, backoff=backoff)

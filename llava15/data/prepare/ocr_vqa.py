@@ -77,7 +77,8 @@ class OcrVqaResult:
         return {"requested": self.requested, "present_before": self.present_before, "fetched": self.fetched,
                 "fetched_bytes": self.fetched_bytes, "formats": dict(sorted(self.formats.items())),
                 "unavailable": len(self.unavailable), "unavailable_reasons": dict(sorted(reasons.items())),
-                "unavailable_examples": {k: v["reason"] for k, v in sorted(self.unavailable.items())[:examples]},
+                "unavailable_examples": {k: v["reason"]
+                                         for k, v in sorted(self.unavailable.items())[:examples]},
                 **({"note": self.note} if self.note else {})}
 
 
@@ -161,7 +162,8 @@ def fetch_ocr_vqa(dataset: dict, images_dir: Path, wanted: set[str] | None, jobs
     limiter = HostRateLimiter(rate)
     lock = threading.Lock()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, \
-            tqdm(total=len(todo), unit="img", desc="ocr_vqa images", disable=quiet, dynamic_ncols=True) as bar:
+            tqdm(total=len(todo), unit="img", desc="ocr_vqa images", disable=quiet,
+                 dynamic_ncols=True) as bar:
         futures = {pool.submit(fetch_image, url, out, limiter, retries, backoff=backoff): key
                    for key, url, out in todo}
         for fut in as_completed(futures):
@@ -175,7 +177,8 @@ def fetch_ocr_vqa(dataset: dict, images_dir: Path, wanted: set[str] | None, jobs
                     result.fetched_bytes += nbytes
                 else:
                     formats.pop(key, None)
-                    unavailable[key] = {"reason": reason, "permanent": permanent, "url": dataset[key]["imageURL"]}
+                    unavailable[key] = {"reason": reason, "permanent": permanent,
+                                        "url": dataset[key]["imageURL"]}
             bar.update(1)
     wanted_set = set(ids)
     result.formats = Counter(f for k, f in formats.items() if k in wanted_set)

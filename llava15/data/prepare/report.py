@@ -12,6 +12,7 @@ present are written, byte for byte as in the original, to `<name>_available.json
 from __future__ import annotations
 
 import os
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,18 @@ class SourceCount:
     def to_json(self) -> dict:
         return {"expected": self.expected, "present": self.present, "missing": self.expected - self.present,
                 "unreadable": self.unreadable, "bytes": self.bytes, "missing_examples": self.missing_examples}
+
+
+def _write_subset(records_file: Path, spans: array, out_path: Path) -> None:
+    """A JSON list of the records at `spans` (offset, length pairs), copied byte for byte."""
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(records_file, "rb") as raw, open(tmp, "wb") as out:
+        out.write(b"[\n")
+        for k in range(0, len(spans), 2):
+            raw.seek(spans[k])
+            out.write((b",\n" if k else b"") + raw.read(spans[k + 1]))
+        out.write(b"\n]\n")
+    os.replace(tmp, out_path)
 
 
 def available_path(records: Path) -> Path:
@@ -66,12 +79,9 @@ def check_against_disk(stage: Stage, root: Path, quiet: bool = False) -> dict:
     sources: dict[str, SourceCount] = {s: SourceCount() for s in stage.sources}
     seen: dict[str, bool] = {}
     problems, modality = Problems(), Counter()
-    total = kept = 0
-    out_path = available_path(records_file)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(records_file, "rb") as raw, open(tmp, "wb") as out, \
-            tqdm(unit="rec", desc=f"check {records_file.name}", disable=quiet, dynamic_ncols=True) as bar:
-        out.write(b"[\n")
+    total = 0
+    kept = array("q")  # byte offset and length of each record to keep, in order
+    with tqdm(unit="rec", desc=f"check {records_file.name}", disable=quiet, dynamic_ncols=True) as bar:
         for index, offset, length, record in scan_json(records_file):
             total += 1
             bar.update(1)
@@ -79,7 +89,8 @@ def check_against_disk(stage: Stage, root: Path, quiet: bool = False) -> dict:
                 check_record(record, index, str(records_file), image_root, check_files=False)
             except DataError as err:
                 problems.add(err, str(record.get("id", index)) if isinstance(record, dict) else str(index))
-            images = [i for i in record_images(record) if isinstance(i, str)] if isinstance(record, dict) else []
+            images = ([i for i in record_images(record) if isinstance(i, str)]
+                      if isinstance(record, dict) else [])
             modality["text-only" if not images else "with images"] += 1
             ok = True
             for rel in images:
@@ -101,23 +112,21 @@ def check_against_disk(stage: Stage, root: Path, quiet: bool = False) -> dict:
                     seen[rel] = readable
                 ok = ok and seen[rel]
             if ok:
-                raw.seek(offset)
-                out.write((b",\n" if kept else b"") + raw.read(length))
-                kept += 1
-        out.write(b"\n]\n")
-    dropped = total - kept
+                kept.extend((offset, length))
+    out_path = available_path(records_file)
+    dropped = total - len(kept) // 2
     if dropped:
-        os.replace(tmp, out_path)
+        _write_subset(records_file, kept, out_path)
     else:
-        tmp.unlink()
         out_path.unlink(missing_ok=True)  # a stale filtered file from an earlier, incomplete run
     return {
         "records": {"file": str(records_file), "total": total, "with_images": modality["with images"],
-                    "text_only": modality["text-only"], "available": kept, "dropped": dropped,
+                    "text_only": modality["text-only"], "available": total - dropped, "dropped": dropped,
                     "available_file": str(out_path) if dropped else None},
         "check": {"good": total - problems.total, "bad": problems.total,
                   "problems": {k: {"count": v, "examples": problems.examples[k]}
                                for k, v in sorted(problems.counts.items())}},
         "sources": {name: count.to_json() for name, count in sources.items()},
-        "train_with": {"data.path": str(out_path if dropped else records_file), "data.image_folder": str(image_root)},
+        "train_with": {"data.path": str(out_path if dropped else records_file),
+                       "data.image_folder": str(image_root)},
     }

@@ -90,6 +90,7 @@ STAGE1 = Stage(
     prefixes={"": "llava_pretrain"},
 )
 
+VG_HOME = "https://homes.cs.washington.edu/~ranjay/visualgenome"
 STAGE2 = Stage(
     name="stage2",
     records=HubFile("records", "records", "liuhaotian/LLaVA-Instruct-150K", "llava_v1_5_mix665k.json",
@@ -102,11 +103,12 @@ STAGE2 = Stage(
                 extract_to="gqa/images", homepage="https://cs.stanford.edu/people/dorarad/gqa"),
         OcrVqaImages(),
         UrlFile("textvqa", "textvqa", "https://dl.fbaipublicfiles.com/textvqa/images/train_val_images.zip",
-                "textvqa/train_val_images.zip", extract_to="textvqa/train_images", homepage="https://textvqa.org"),
-        UrlFile("vg_part1", "vg", "https://cs.stanford.edu/people/rak248/VG_100K_2/images.zip", "vg/images.zip",
-                extract_to="vg/VG_100K", homepage="https://homes.cs.washington.edu/~ranjay/visualgenome"),
-        UrlFile("vg_part2", "vg", "https://cs.stanford.edu/people/rak248/VG_100K_2/images2.zip", "vg/images2.zip",
-                extract_to="vg/VG_100K_2", homepage="https://homes.cs.washington.edu/~ranjay/visualgenome"),
+                "textvqa/train_val_images.zip", extract_to="textvqa/train_images",
+                homepage="https://textvqa.org"),
+        UrlFile("vg_part1", "vg", "https://cs.stanford.edu/people/rak248/VG_100K_2/images.zip",
+                "vg/images.zip", extract_to="vg/VG_100K", homepage=VG_HOME),
+        UrlFile("vg_part2", "vg", "https://cs.stanford.edu/people/rak248/VG_100K_2/images2.zip",
+                "vg/images2.zip", extract_to="vg/VG_100K_2", homepage=VG_HOME),
     ),
     prefixes={"coco/": "coco", "gqa/": "gqa", "ocr_vqa/": "ocr_vqa", "textvqa/": "textvqa", "vg/": "vg"},
 )
