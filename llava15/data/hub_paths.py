@@ -91,7 +91,8 @@ def resolve_data_path(path: Any) -> Any:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"cannot read {text!r} from the Hub: {type(exc).__name__}: {exc}", source=text,
+        local = "" if text.startswith(HUB_PREFIX) else " (it is not a local path either)"
+        raise DataError(f"cannot read {text!r} from the Hub{local}: {type(exc).__name__}: {exc}", source=text,
                         reason="bad_path") from exc
     if inner:
         raise DataError(f"{text!r}: no parquet or JSON file under {inner!r} in {repo_id}", source=text,
