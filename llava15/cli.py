@@ -44,7 +44,7 @@ def _export(p: argparse.ArgumentParser) -> None:
 
 
 def _data_check(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
+    p.add_argument("file", help="LLaVA JSON/JSONL file, datasets folder/parquet, or hf://<repo>[/file]")
     p.add_argument("--images", default=None, help="image root folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (enables token-level checks)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="chat template name")
@@ -56,7 +56,7 @@ def _data_check(p: argparse.ArgumentParser) -> None:
 
 
 def _data_show(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="LLaVA JSON/JSONL file or datasets folder/parquet")
+    p.add_argument("file", help="LLaVA JSON/JSONL file, datasets folder/parquet, or hf://<repo>[/file]")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder")
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help="chat template name")
     p.add_argument("--format", default="text", choices=["text", "json"], help="output format")
@@ -72,6 +72,25 @@ def _data_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train", type=int, default=None, help="training scenes per stage (default 2000)")
     p.add_argument("--eval", type=int, default=None, help="images per benchmark (default 100)")
     p.add_argument("--size", type=int, default=None, help="object grid side in pixels (default 96)")
+
+
+def _data_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stage", choices=["stage1", "stage2"], help="which stage's data to prepare")
+    p.add_argument("--root", required=True, help="data root, laid out as the original's playground/data")
+    p.add_argument("--only", default=None, help="comma-separated sources (stage1: llava_pretrain; "
+                   "stage2: coco,gqa,ocr_vqa,textvqa,vg); the record file is always fetched")
+    p.add_argument("--dry-run", action="store_true", help="print what would be fetched, sizes and free disk")
+    p.add_argument("--mirror", action="append", default=[], metavar="NAME=URL",
+                   help="fetch archive NAME (coco, gqa, textvqa, vg_part1, vg_part2) from URL instead")
+    p.add_argument("--hub-endpoint", default=None, help="Hugging Face Hub endpoint (default: $HF_ENDPOINT)")
+    p.add_argument("--ocr-vqa-json", default=None, metavar="URL|PATH",
+                   help="OCR-VQA's dataset.json (the original shares it only through Google Drive)")
+    p.add_argument("--jobs", type=int, default=4, help="parallel downloads, and OCR-VQA fetch threads")
+    p.add_argument("--ocr-vqa-rate", type=float, default=10.0, help="OCR-VQA requests per second per host")
+    p.add_argument("--keep-archives", action="store_true", help="keep archives after extracting them")
+    p.add_argument("--redo", default=None, metavar="SOURCES",
+                   help="fetch these sources again even if done or already on disk (e.g. records,coco)")
+    p.add_argument("--no-space-check", action="store_true", help="start even if the free disk looks too small")
 
 
 def _chat(p: argparse.ArgumentParser) -> None:
@@ -153,12 +172,14 @@ COMMANDS: dict[str, tuple[str, AddArgs, str] | tuple[str, dict]] = {
     "merge": ("merge a LoRA run into a full checkpoint", _merge, "llava15.model.lora:run_merge"),
     "export": ("export a checkpoint for a serving runtime (vLLM)", _export,
                "llava15.infer.export:run_export"),
-    "data": ("inspect, validate and synthesise training data", {
+    "data": ("inspect, validate, synthesise and download training data", {
         "check": ("validate every record and print a report", _data_check, "llava15.data.check:run_check"),
         "show": ("render records as exact prompts with supervised spans", _data_show,
                  "llava15.data.check:run_show"),
         "synth": ("write the synthetic world's training and evaluation files", _data_synth,
                   "llava15.demo.world:run_synth"),
+        "prepare": ("download the real stage-1/stage-2 data into the original's layout, then check it",
+                    _data_prepare, "llava15.data.prepare:run_prepare"),
     }),
     "chat": ("chat with a model in the terminal", _chat, "llava15.infer.chat:run_chat"),
     "serve": ("OpenAI-compatible HTTP server with a web UI", _serve, "llava15.infer.server:run_serve"),

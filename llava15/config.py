@@ -59,7 +59,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     path: str = ""
-    """Training data: a LLaVA JSON/JSONL file, or a Hugging Face `datasets` folder / parquet file."""
+    """Training data: a LLaVA JSON/JSONL file, a Hugging Face `datasets` folder / parquet file, or a Hub
+    dataset `hf://<repo_id>[/file]` (see docs/data.md)."""
     image_folder: str = ""
     """Root folder that image paths in the data are relative to."""
     template: str = DEFAULT_TEMPLATE

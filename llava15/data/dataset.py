@@ -30,6 +30,7 @@ from llava15.data.formats import (
     quick_scan,
     read_span,
     record_to_conversation,
+    resolve_data_path,
     scan_json,
 )
 from llava15.data.images import ImageSettings
@@ -95,8 +96,11 @@ class DatasetIndex:
     @classmethod
     def build(cls, path: str | Path, image_folder: str | Path | None = None, bad_records: str = "skip",
               check_files: bool = True, validate: bool = True) -> DatasetIndex:
+        name = str(path)
+        path = resolve_data_path(path)  # hf://… -> local file(s) in the Hub cache
         kind = file_kind(path)
         hf = open_hf(path) if kind == "hf" else None
+        path = path if kind != "hf" else name
         rows = ((i, i, 0, r) for i, r in enumerate(hf)) if hf is not None else scan_json(path)
         offsets, spans, mlens = [], [], []
         problems = Problems()

@@ -1,10 +1,18 @@
 """Readers: LLaVA JSON / JSONL records and Hugging Face `datasets` rows -> `Conversation`.
 
 `read_records(path)` yields `(index, record_dict)` from a JSON list, a JSONL file, a `datasets` folder
-(`save_to_disk`) or parquet file(s). `scan_json(path)` streams a JSON list or JSONL file and also gives
-each record's byte span, so a dataset can index a 665K-record file without holding it in memory and
-re-read one record later with `read_span`. `record_to_conversation` validates one record (roles,
-texts, `<image>` count against images) and raises `DataError` naming file, record and field.
+(`save_to_disk`), parquet file(s), or a Hub path (`hf://<repo>[/file]`, resolved to local files by
+`hub_paths.resolve_data_path`). Two record schemas are read: LLaVA's (`conversations` of `from`/`value`,
+`<image>` in the text, `image` paths or embedded images) and the Hub's VLM schema (`messages` of
+`role`/`content`, content a string or a list of `{"type": "image"}` / `{"type": "text", "text": ...}`
+parts, `images` consumed in order by the image parts). An image part becomes `<image>`, separated from
+the parts around it by a newline; text parts are kept as written: `[image, text "Q"]` is
+`"<image>\\nQ"` and `[text "Q", image]` is `"Q\\n<image>"`, as LLaVA's records write them, so both
+schemas give the same conversation, word counts, ids and labels. `scan_json(path)` streams a JSON list
+or JSONL file and also gives each record's byte span, so a dataset can index a 665K-record file
+without holding it in memory and re-read one record later with `read_span`. `record_to_conversation`
+validates one record (roles, texts, `<image>` count against images) and raises `DataError` naming
+file, record and field.
 """
 
 from __future__ import annotations
@@ -26,8 +34,15 @@ _SEP = re.compile(r"[ \t\n\r]*,?[ \t\n\r]*")
 _MAX_RECORD_CHARS = 256 << 20
 
 
-def file_kind(path: str | Path) -> str:
-    """`json`, `jsonl` or `hf` (a datasets folder or parquet)."""
+def file_kind(path: Any) -> str:
+    """`json`, `jsonl` or `hf` (a datasets folder or object, parquet file(s), a Hub dataset)."""
+    from llava15.data.hub_paths import is_hub_path
+
+    if not isinstance(path, (str, Path)):
+        return "hf"  # a list of parquet files or a `datasets` object
+    if is_hub_path(path):
+        text = str(path)
+        return "jsonl" if text.endswith((".jsonl", ".ndjson")) else "json" if text.endswith(".json") else "hf"
     p = Path(path)
     if p.is_dir() or p.suffix == ".parquet":
         return "hf"
@@ -118,29 +133,58 @@ def _scan_json_array(path: Path) -> Iterator[tuple[int, int, int, dict]]:
             pos, byte_pos, index = end, byte_pos + length, index + 1
 
 
-def open_hf(path: str | Path) -> Any:
-    """A `datasets.Dataset` from a `save_to_disk` folder, a parquet file or a folder of parquet files."""
+def resolve_data_path(path: Any) -> Any:
+    """`path` with a Hub path replaced by its local file(s) (see `hub_paths`)."""
+    from llava15.data.hub_paths import resolve_data_path as resolve
+
+    return resolve(path)
+
+
+def open_hf(path: Any) -> Any:
+    """A `datasets.Dataset` from a `save_to_disk` folder, parquet file(s) (a file, a folder, or a list),
+    a Hub path, or a `datasets` object; image columns stay undecoded bytes until a sample is loaded."""
     try:
         import datasets
     except ImportError as exc:
         raise DataError("reading Hugging Face datasets needs the `datasets` package "
                         "(pip install 'llava15[data]')", source=str(path)) from exc
-    p = Path(path)
-    if p.is_dir() and not any(p.rglob("*.parquet")):
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+    path = resolve_data_path(path)
+    if isinstance(path, (list, tuple)):
+        ds = datasets.Dataset.from_parquet([str(x) for x in path])
+    elif not isinstance(path, (str, Path)):
+        ds = path
     else:
-        files = [str(p)] if p.is_file() else sorted(str(x) for x in p.rglob("*.parquet"))
-        ds = datasets.Dataset.from_parquet(files)
+        p = Path(path)
+        if p.is_dir() and not any(p.rglob("*.parquet")):
+            ds = datasets.load_from_disk(str(p))
+        else:
+            files = [str(p)] if p.is_file() else sorted(str(x) for x in p.rglob("*.parquet"))
+            ds = datasets.Dataset.from_parquet(files)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
     for name, feature in ds.features.items():  # keep images as bytes until a sample is loaded
-        if isinstance(feature, datasets.Image) and feature.decode:
-            ds = ds.cast_column(name, datasets.Image(decode=False))
+        undecoded = _undecoded(feature, datasets)
+        if undecoded is not None:
+            ds = ds.cast_column(name, undecoded)
     return ds
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield `(index, record)` from a JSON list, a JSONL file, a datasets folder or parquet."""
+def _undecoded(feature: Any, datasets: Any) -> Any:
+    """`feature` with every decoding `Image` (also inside lists) set to `decode=False`; None if none."""
+    if isinstance(feature, datasets.Image):
+        return datasets.Image(decode=False) if feature.decode else None
+    if isinstance(feature, (datasets.List, datasets.LargeList)):
+        inner = _undecoded(feature.feature, datasets)
+        if inner is None:
+            return None
+        return datasets.List(inner, length=feature.length) if isinstance(feature, datasets.List) \
+            else datasets.LargeList(inner)
+    return None
+
+
+def read_records(path: Any) -> Iterator[tuple[int, dict]]:
+    """Yield `(index, record)` from a JSON list, a JSONL file, a datasets folder, parquet or a Hub path."""
+    path = resolve_data_path(path)
     if file_kind(path) == "hf":
         yield from enumerate(open_hf(path))
     else:
@@ -149,8 +193,10 @@ def read_records(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 
 def record_images(record: dict) -> list[Any]:
-    """The record's images as a list (`image` may be a string, a list, or absent/None)."""
-    image = record.get("image", record.get("images"))
+    """The record's images as a list (`image` or `images`: a path, an embedded image, a list, or absent)."""
+    image = record.get("image")
+    if image is None:
+        image = record.get("images")
     if image is None:
         return []
     return list(image) if isinstance(image, (list, tuple)) else [image]
@@ -176,8 +222,39 @@ def word_count(texts: list[str]) -> int:
 def modality_length(record: dict) -> int:
     """The original's `modality_lengths`: whitespace words over all turns, negative when text-only."""
     turns = record.get("conversations") or record.get("messages") or []
-    words = word_count([str(t.get("value", t.get("content", ""))) for t in turns if isinstance(t, dict)])
+    words = word_count([_turn_text(t.get("value", t.get("content", ""))) for t in turns if isinstance(t, dict)])
     return words if record_images(record) else -words
+
+
+def _turn_text(content: Any) -> str:
+    """A turn's text; a list of content parts is joined as in the module docstring (lenient: for counting)."""
+    if not isinstance(content, list):
+        return str(content)
+    try:
+        return join_parts(content)
+    except ValueError:
+        return ""
+
+
+def join_parts(parts: list) -> str:
+    """The text of a `messages` content list: an image part is `<image>`, separated from its neighbours
+    by a newline; text parts are kept as written. Raises `ValueError(field, message)` on a bad part."""
+    out: list[str] = []
+    prev_image = False
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "image":
+            out.append(("\n" if j else "") + IMAGE_TOKEN)
+            prev_image = True
+        elif kind == "text":
+            value = part.get("text")
+            if not isinstance(value, str):
+                raise ValueError(f"[{j}].text", f"text part holds {type(value).__name__}, expected a string")
+            out.append(("\n" if prev_image else "") + value)
+            prev_image = False
+        else:
+            raise ValueError(f"[{j}].type", f"content part of type {kind!r} (known: 'image', 'text')")
+    return "".join(out)
 
 
 _FAST_ROLES = frozenset(("human", "gpt", "system"))
@@ -217,34 +294,42 @@ def record_to_conversation(record: dict, index: int, source: str | None = None) 
     def fail(msg: str, field: str, reason: str) -> DataError:
         return DataError(msg, record_id=rid, field=field, reason=reason, source=source)
 
-    turns = record.get("conversations", record.get("messages"))
+    key = "conversations" if "conversations" in record else "messages"
+    turns = record.get(key)
     if not isinstance(turns, list) or not turns:
-        raise fail("missing or empty list of turns", "conversations", "no_assistant")
+        raise fail("missing or empty list of turns", key, "no_assistant")
     messages = []
     for i, turn in enumerate(turns):
         if not isinstance(turn, dict):
-            raise fail(f"turn is a {type(turn).__name__}, expected an object", f"conversations[{i}]",
-                       "bad_field")
+            raise fail(f"turn is a {type(turn).__name__}, expected an object", f"{key}[{i}]", "bad_field")
         who = turn.get("from", turn.get("role"))
         role = ROLE_MAP.get(str(who).lower()) if who is not None else None
         if role is None:
-            raise fail(f"unknown role {who!r} (known: {', '.join(ROLE_MAP)})", f"conversations[{i}].from",
-                       "unknown_role")
+            raise fail(f"unknown role {who!r} (known: {', '.join(ROLE_MAP)})",
+                       f"{key}[{i}].{'from' if 'from' in turn else 'role'}", "unknown_role")
+        field = f"{key}[{i}].{'value' if 'value' in turn else 'content'}"
         text = turn.get("value", turn.get("content"))
+        if isinstance(text, list):
+            try:
+                text = join_parts(text)
+            except ValueError as exc:
+                raise fail(exc.args[1], field + exc.args[0], "bad_field") from None
         if not isinstance(text, str):
-            raise fail(f"text is {type(text).__name__}, expected a string", f"conversations[{i}].value",
-                       "empty_text")
+            raise fail(f"text is {type(text).__name__}, expected a string", field, "empty_text")
         if not text.replace(IMAGE_TOKEN, "").strip() and not (role == "user" and IMAGE_TOKEN in text):
-            raise fail(f"empty {role} text", f"conversations[{i}].value", "empty_text")
+            raise fail(f"empty {role} text", field, "empty_text")
         messages.append(Message(role, text))
     if not any(m.role == "assistant" for m in messages):
-        raise fail("no assistant turn, nothing to learn", "conversations", "no_assistant")
+        raise fail("no assistant turn, nothing to learn", key, "no_assistant")
     images = record_images(record)
+    image_key = "image" if record.get("image") is not None or "images" not in record else "images"
     for j, img in enumerate(images):
         if isinstance(img, str) and not img.strip():
             raise fail("empty image path", f"image[{j}]", "missing_image")
+        if isinstance(img, dict) and not img.get("bytes") and not img.get("path"):
+            raise fail("embedded image without bytes or path", f"{image_key}[{j}]", "missing_image")
     markers = sum(m.content.count(IMAGE_TOKEN) for m in messages)
     if markers != len(images):
-        raise fail(f"{markers} <image> marker(s) in the text but {len(images)} image(s)", "image",
+        raise fail(f"{markers} <image> marker(s) in the text but {len(images)} image(s)", image_key,
                    "image_count")
     return Conversation(rid, messages, images)

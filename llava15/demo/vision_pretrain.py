@@ -3,7 +3,7 @@
 Why: no pretrained encoder can be downloaded here, and a tower trained only through the LM's caption
 loss learns far too slowly on two CPU cores (benchmarks/RESULTS.md: the LM's loss barely depended
 on the image). The synthetic world's scene descriptions label every patch exactly
-(`data.synthetic.labels`), so the tower gets dense supervision: per patch, the colour, shape, size and
+(`demo.world.labels`), so the tower gets dense supervision: per patch, the colour, shape, size and
 grid cell of the object whose centre it holds (or "none"), and the background colour from the mean
 feature. The heads read the layer LLaVA reads (`feature_layer`, default -2, CLS dropped) and are
 discarded afterwards: what is written is a plain `CLIPVisionModel` folder that stage 1 and stage 2
