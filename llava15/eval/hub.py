@@ -207,7 +207,10 @@ class HubTable:
 
 def open_table(spec: HubSpec, folder: Path | None, config: str | None = None) -> HubTable:
     """A split from a local snapshot folder, or from the Hub when ``folder`` is None."""
-    import datasets
+    try:
+        import datasets
+    except ImportError as e:  # the eval extra
+        raise ImportError("reading lmms-lab datasets needs `datasets`: pip install 'llava15[eval]'") from e
 
     datasets.disable_progress_bars()
     config = config or spec.config

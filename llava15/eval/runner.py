@@ -248,13 +248,24 @@ def _check_protocol(out: Path, protocol: str, model: str) -> str | None:
 
 
 def _image_note(check: DataCheck, protocol: str) -> str | None:
-    n = sum(check.image_modes.values())
-    if not n:
-        return None
-    modes = ", ".join(f"{m}: {c}" for m, c in sorted(check.image_modes.items()))
-    how = ("padded in their own mode, then converted to RGB, as the original script does" if protocol == "official"
-           else "converted to RGB first (--protocol official pads them first, as the original script does)")
-    return f"{n} non-square non-RGB image(s) ({modes}) where the padding order changes the pixels: {how}"
+    """How many images the padding order matters for (ScienceQA, MMBench), and which order was used."""
+    from llava15.eval.benchmarks.base import pads_in_own_mode
+
+    padded = {m: c for m, c in check.image_modes.items() if pads_in_own_mode(m)}
+    raising = {m: c for m, c in check.image_modes.items() if not pads_in_own_mode(m)}
+    notes = []
+    if padded:
+        how = ("padded in their own mode, then converted to RGB, as the original script does"
+               if protocol == "official" else
+               "converted to RGB first (--protocol official pads them first, as the original script does)")
+        modes = ", ".join(f"{m}: {c}" for m, c in sorted(padded.items()))
+        notes.append(f"{sum(padded.values())} non-square non-RGB image(s) ({modes}) where the padding order "
+                     f"changes the pixels: {how}")
+    if raising:
+        modes = ", ".join(f"{m}: {c}" for m, c in sorted(raising.items()))
+        notes.append(f"{sum(raising.values())} non-square image(s) ({modes}) that the original script cannot "
+                     "pad before converting (it raises): converted to RGB first")
+    return "; ".join(notes) or None
 
 
 def _finish(res: dict[str, Any], args: argparse.Namespace, protocol: str, answers_path: Path) -> dict[str, Any]:
@@ -335,9 +346,7 @@ def run_eval(args: argparse.Namespace) -> int:
         print(prefix + message, flush=True)
 
     for bench, check in zip(benches, checks):
-        questions = bench.load(check.source)
-        if limit:
-            questions = questions[:limit]
+        questions = check.questions if check.questions is not None else bench.load(check.source)[: limit or None]
         lo, hi = shard_bounds(len(questions), rank, world)
         shard = out / bench.name / "shards" / f"answers.rank{rank}of{world}.jsonl"
         answer_shard(bench, questions[lo:hi], shard, generate, batch_size, model_id, log,

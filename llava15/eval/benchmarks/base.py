@@ -179,6 +179,7 @@ class Benchmark:
             check.missing.append(str(e))
             return
         questions = questions[:limit] if limit else questions
+        check.questions = questions
         check.n_questions = len(questions)
         if not questions:
             check.missing.append(f"{src.describe()}: no questions")
@@ -190,8 +191,9 @@ class Benchmark:
             check.image_modes = self.image_modes(questions)
 
     def image_modes(self, questions: Sequence[Question]) -> Counter:
-        """Modes of the distinct non-square images that are not RGB/RGBA: where padding before or after
-        the RGB conversion gives different pixels (or where the original raises)."""
+        """Modes of the distinct non-square images that are not RGB/RGBA, read from the image headers:
+        where padding before the RGB conversion (the original's order here) gives other pixels, or, for
+        modes whose canvas cannot take an RGB colour (``pads_in_own_mode`` False), where it raises."""
         modes: Counter = Counter()
         seen: set[Any] = set()
         for q in questions:
@@ -199,10 +201,28 @@ class Benchmark:
             if key in seen or (q.image_path is None and not _has_image(q)):
                 continue
             seen.add(key)
-            image = self.open_image(q)
-            if image is not None and image.width != image.height and image.mode not in ("RGB", "RGBA"):
-                modes[image.mode] += 1
+            mode, (w, h) = self.image_header(q)
+            if w != h and mode not in ("RGB", "RGBA"):
+                modes[mode] += 1
         return modes
+
+    def image_header(self, question: Question) -> tuple[str, tuple[int, int]]:
+        """Mode and size of a question's image without decoding its pixels."""
+        import base64
+        import io
+
+        from PIL import Image
+
+        hub = question.extra.get("hub_image")
+        if hub is not None:
+            table, row, column, frame = hub
+            src: Any = io.BytesIO(table.image(row, column, frame))
+        elif question.image_path is not None:
+            src = question.image_path
+        else:
+            src = io.BytesIO(base64.b64decode(question.extra["image_b64"]))
+        with Image.open(src) as im:
+            return im.mode, im.size
 
     def open_image(self, question: Question) -> Any:
         """The PIL image for a question, or None: RGB (``model_vqa_loader.py`` converts on open), or as
@@ -252,6 +272,20 @@ class DataCheck:
     image_modes: Counter = field(default_factory=Counter)
     message: str = ""
     """One line naming everything missing and how to point at other files (empty when complete)."""
+    questions: list[Question] | None = field(default=None, repr=False)
+    """The questions a run will ask (``limit`` applied), kept so they are read once."""
+
+
+def pads_in_own_mode(mode: str) -> bool:
+    """Whether ``expand2square`` can pad an image of this mode before converting it (the canvas takes
+    the RGB background colour); for L, LA, 1, I;16, ... the original scripts raise instead."""
+    from PIL import Image
+
+    try:
+        Image.new(mode, (1, 1), (122, 116, 104))
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _has_image(q: Question) -> bool:

@@ -99,8 +99,10 @@ def write_xlsx(path: Path, rows: list[list[Any]]) -> Path:
 def read_tsv(path: Path) -> list[dict[str, Any]]:
     """The rows as ``pd.read_table`` gives them (missing cells = float NaN). Cells are read as text, so
     an all-numeric option column keeps its spelling (the original would fail on it)."""
-    import pandas as pd
-
+    try:
+        import pandas as pd
+    except ImportError as e:  # the eval extra
+        raise ImportError("reading an MMBench TSV needs pandas: pip install 'llava15[eval]'") from e
     return pd.read_table(path, dtype=str).to_dict("records")
 
 
