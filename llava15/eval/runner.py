@@ -174,8 +174,8 @@ def half_dtype(model: str | Path) -> str:
     cfg = Path(str(model)) / "config.json"
     if cfg.exists():
         config = json.loads(cfg.read_text(encoding="utf-8"))
-        dtypes = {config.get("torch_dtype"), config.get("dtype"),
-                  (config.get("text_config") or {}).get("torch_dtype"), (config.get("text_config") or {}).get("dtype")}  # fmt: skip
+        text = config.get("text_config") or {}
+        dtypes = {config.get("torch_dtype"), config.get("dtype"), text.get("torch_dtype"), text.get("dtype")}
         if "bfloat16" in dtypes:
             return "bfloat16"
     return "float16"
@@ -374,8 +374,8 @@ def run_eval(args: argparse.Namespace) -> int:
         write_json(out / bench.name / "scores.json", res, indent=1)
         results[bench.name] = {k: v for k, v in res.items() if k != "bootstrap"}
         print(format_result(res))
-    settings = {**model_settings, "benchmarks": names,
-                "data_root": str(args.data_root) if str(args.data_root) == "hf" else str(Path(args.data_root).resolve()),
+    data_root = str(args.data_root) if str(args.data_root) == "hf" else str(Path(args.data_root).resolve())
+    settings = {**model_settings, "benchmarks": names, "data_root": data_root,
                 "data": {c.benchmark: c.source.describe() for c in checks},
                 "batch_size": batch_size, "limit": limit, "world_size": world, "environment": environment()}  # fmt: skip
     write_json(out / "scores.json", {"results": results, "settings": settings}, indent=1)

@@ -137,10 +137,10 @@ def run_score(args: argparse.Namespace) -> int:
         out_file = out if out.suffix == ".json" else out / f"{args.benchmark}_scores.json"
         out_dir = out_file.parent
     try:
+        qfile = parse_question_files(getattr(args, "question_file", None), [args.benchmark]).get(args.benchmark)
         res = score_answers(args.benchmark, split_paths(args.answers), args.data_root, out_dir,
-                            make_judge(args, out_dir),
-                            parse_question_files(getattr(args, "question_file", None), [args.benchmark]).get(args.benchmark),
-                            getattr(args, "bootstrap", DEFAULT_SAMPLES), getattr(args, "seed", 0))  # fmt: skip
+                            make_judge(args, out_dir), qfile, getattr(args, "bootstrap", DEFAULT_SAMPLES),
+                            getattr(args, "seed", 0))  # fmt: skip
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

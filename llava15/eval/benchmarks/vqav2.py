@@ -59,8 +59,10 @@ class VQAv2(Benchmark):
         if not annotated:
             return result(self.name, "submission", None, {"n_answers": len(texts)}, files=files, notes=notes)
         uploaded = {str(u["question_id"]): u["answer"] for u in upload}
-        unit_rows = [[str(r["question_id"]), "", vqaeval_accuracy(uploaded[str(r["question_id"])],
-                      [a["answer"] if isinstance(a, dict) else a for a in r["answers"]])] for r in annotated]  # fmt: skip
+        unit_rows = []
+        for r in annotated:
+            gts = [a["answer"] if isinstance(a, dict) else a for a in r["answers"]]
+            unit_rows.append([str(r["question_id"]), "", vqaeval_accuracy(uploaded[str(r["question_id"])], gts)])
         acc = 100 * sum(u[2] for u in unit_rows) / len(unit_rows)
         metrics = {"accuracy": acc, "n": len(unit_rows), "n_answers": len(texts)}
         return result(self.name, "scored", acc, metrics, files=files, bootstrap=units("mean", unit_rows),
@@ -101,7 +103,8 @@ class VQAv2(Benchmark):
         unit_rows = []
         for ann in json.loads(annotations[0].read_text(encoding="utf-8"))["annotations"]:
             gts = [a["answer"] for a in ann["answers"]]
-            unit_rows.append([str(ann["question_id"]), "", vqaeval_accuracy(uploaded.get(str(ann["question_id"]), ""), gts)])
+            qid = str(ann["question_id"])
+            unit_rows.append([qid, "", vqaeval_accuracy(uploaded.get(qid, ""), gts)])
         accs = [u[2] for u in unit_rows]
         acc = 100 * sum(accs) / len(accs) if accs else 0.0
         notes = [
