@@ -117,30 +117,61 @@ def _serve(p: argparse.ArgumentParser) -> None:
                         "bucket compiles first, ~20-30 s for a small model on 2 CPU cores)")
 
 
+def _eval_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--question-file", action="append", default=None, metavar="BENCH=PATH",
+                   help="another question file for a benchmark (e.g. mmbench=mmbench_test_en_20231003.tsv); "
+                        "repeatable")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+
+
 def _eval_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint folder or hub id")
     p.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. pope,mme,textvqa")
-    p.add_argument("--data-root", required=True, help="folder laid out as playground/data/eval")
+    p.add_argument("--data-root", required=True,
+                   help="folder holding, per benchmark, the official layout (playground/data/eval) or an "
+                        "lmms-lab snapshot (<root>/lmms-lab/POPE/...); 'hf' reads the lmms-lab datasets "
+                        "from the Hub")
     p.add_argument("--out", required=True, help="output folder (answers, scores, report)")
-    p.add_argument("--batch-size", type=int, default=16, help="questions per generation batch")
+    p.add_argument("--protocol", choices=["official", "fast"], default="fast",
+                   help="official: the original scripts' decoding (batch size 1, half precision, their image "
+                        "order); fast: batched (default)")
+    p.add_argument("--batch-size", type=int, default=16, help="questions per generation batch (fast protocol)")
     p.add_argument("--limit", type=int, default=0, help="at most N questions per benchmark (0 = all)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="cap the official per-benchmark max_new_tokens (quick checks only)")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for LLaVA-Bench/MM-Vet")
     p.add_argument("--judge-model", default=None, help="judge model name")
-    p.add_argument("--judge-runs", type=int, default=1, help="judge runs to average (the paper: 3)")
+    p.add_argument("--judge-runs", type=int, default=3, help="judge runs to average (the released numbers: 3)")
     p.add_argument("--device", default=None, help="cpu, cuda, ...")
+    _eval_data_args(p)
 
 
 def _eval_score(p: argparse.ArgumentParser) -> None:
     p.add_argument("--benchmark", required=True, help="benchmark name")
     p.add_argument("--answers", required=True,
                    help="answers file (official answer format); comma-separated files = several judge runs")
-    p.add_argument("--data-root", required=True, help="folder laid out as playground/data/eval")
+    p.add_argument("--data-root", required=True,
+                   help="official layout (playground/data/eval), a folder with lmms-lab snapshots, or 'hf'")
     p.add_argument("--out", default=None, help="write scores JSON here")
     p.add_argument("--judge-url", default=None, help="OpenAI-compatible endpoint for judged benchmarks")
     p.add_argument("--judge-model", default=None, help="judge model name")
-    p.add_argument("--judge-runs", type=int, default=1, help="judge runs to average (the paper: 3)")
+    p.add_argument("--judge-runs", type=int, default=3, help="judge runs to average (the released numbers: 3)")
+    _eval_data_args(p)
+
+
+def _eval_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--benchmarks", required=True, help="comma-separated names, e.g. pope,mme")
+    p.add_argument("--out", required=True, help="data root: snapshots go to <out>/lmms-lab/<Name>")
+    p.add_argument("--verify-only", action="store_true", help="check an existing snapshot, download nothing")
+
+
+def _eval_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_a", help="`eval run` output folder (or a scores file)")
+    p.add_argument("run_b", help="the run to compare with A (differences are B - A)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--out", default=None, help="also write the table as JSON here")
 
 
 def _eval_report(p: argparse.ArgumentParser) -> None:
@@ -187,6 +218,10 @@ COMMANDS: dict[str, tuple[str, AddArgs, str] | tuple[str, dict]] = {
         "run": ("generate answers and score them", _eval_run, "llava15.eval.runner:run_eval"),
         "score": ("score an answers file", _eval_score, "llava15.eval.score:run_score"),
         "report": ("Table-2 report from scores files", _eval_report, "llava15.eval.report:run_report"),
+        "data": ("download the lmms-lab datasets (resumable) and verify them", _eval_data,
+                 "llava15.eval.hub:run_data"),
+        "compare": ("per-benchmark differences between two runs, paired bootstrap", _eval_compare,
+                    "llava15.eval.compare:run_compare"),
     }),
     "demo": ("the whole paper on the synthetic world, on a CPU, in minutes", _demo, "llava15.demo.run:run_demo"),
 }

@@ -190,3 +190,19 @@ def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndar
 def preprocess_with(image: Image.Image, settings: ImageSettings) -> torch.Tensor:
     """`preprocess_image` with a checkpoint's `ImageSettings`."""
     return preprocess_image(image, settings.aspect_ratio, settings.size, settings.mean, settings.std)
+
+
+def pad_then_rgb(image: Image.Image, mean: tuple[float, ...] = CLIP_MEAN) -> Image.Image:
+    """An RGB square in the order of the original `model_vqa_science.py` / `model_vqa_mmbench.py`: they
+    open the image without `.convert('RGB')`, so `expand2square` runs in the image's own mode and the
+    CLIP processor converts afterwards. For a palette (`P`) image the new canvas gets a palette holding
+    only the background colour, so the pasted indices show other colours (the content is usually
+    blanked). RGB/RGBA give the same pixels as converting first. Modes whose canvas cannot take an RGB
+    colour (L, LA, 1, I;16, ...) make the original raise; they are converted first here."""
+    if image.width == image.height:
+        return to_rgb(image)
+    try:
+        padded = expand2square(image, pad_color(mean))
+    except (TypeError, ValueError):
+        return expand2square(to_rgb(image), pad_color(mean))
+    return to_rgb(padded)

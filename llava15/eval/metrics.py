@@ -227,7 +227,9 @@ _MMB_REFUSALS = (
     "I'm sorry, but without the image provided",
     "Cannot determine the answer",
 )
-_MMB_ANSWER_IS = re.compile(r"answer is ([A-D])", re.IGNORECASE)
+# VLMEvalKit matching_util.can_infer_option's last rule (its current head): used only when the letter is
+# one of the row's options; a letter outside them is ignored and matching goes on.
+_MMB_ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
 
 
 def is_missing(value: Any) -> bool:
@@ -239,27 +241,33 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "nan", "none")
 
 
+def is_none(value: Any) -> bool:
+    """``model_vqa_mmbench.is_none``: None, a float NaN (what pandas reads for ``NA``, ``N/A``, ``null``,
+    an empty cell, ...), or the strings ``nan``/``none`` in any case. A whitespace-only string is a value."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.lower() in ("nan", "none")
+
+
+def is_na(value: Any) -> bool:
+    """``pd.isna`` of one cell (VLMEvalKit's test for an absent option): None or a float NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def mmbench_extract(prediction: str, choices: Mapping[str, str]) -> str | None:
-    """VLMEvalKit ``can_infer`` under exact matching: an option letter, ``Z`` (refusal), or None."""
+    """VLMEvalKit ``can_infer`` under exact matching: an option letter, ``Z`` (refusal), or None.
+
+    ``can_infer_option``: refusal strings → ``Z``; punctuation ``.()[],:;!*#{}`` to spaces and split;
+    exactly one option letter present and first seen among the last 4 tokens → it; no option letter but
+    a ``Z`` token → ``Z``; then ``(correct )answer is X`` when X is an option. Otherwise
+    ``can_infer_text``: exactly one option text inside the lowercased prediction, the prediction no
+    longer than twice the options' total length. (An API-failure message skips the first step.)"""
     prediction = str(prediction)
-    if "Failed to obtain answer via API" in prediction:
-        return None
-    if any(r in prediction for r in _MMB_REFUSALS):
-        return "Z"
-    mod = prediction
-    for c in ".()[],:;!*#{}":
-        mod = mod.replace(c, " ")
-    splits = mod.split()
-    present = [c for c in choices if c in splits]
-    # Exactly one option letter, first seen among the last 4 tokens ("B is right one here" gives none).
-    if len(present) == 1 and splits.index(present[0]) > len(splits) - 5:
-        return present[0]
-    if not present and "Z" in splits:
-        return "Z"
-    m = _MMB_ANSWER_IS.search(prediction)
-    if m:
-        return m.group(1).upper()
-    # Option-text matching: exactly one option text inside the prediction, prediction not too long.
+    letter = None if "Failed to obtain answer via API" in prediction else _infer_option(prediction, choices)
+    if letter:
+        return letter
     lower = prediction.lower()
     if len(lower) > 2 * sum(len(str(v)) for v in choices.values()):
         return None
@@ -267,14 +275,38 @@ def mmbench_extract(prediction: str, choices: Mapping[str, str]) -> str | None:
     return cands[0] if len(cands) == 1 else None
 
 
-def mmbench_circular(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+def _infer_option(prediction: str, choices: Mapping[str, str]) -> str | None:
+    if any(r in prediction for r in _MMB_REFUSALS):
+        return "Z"
+    mod = prediction
+    for c in ".()[],:;!*#{}":
+        mod = mod.replace(c, " ")
+    splits = mod.split()
+    present = [c for c in choices if c in splits]
+    if len(present) == 1:
+        if splits.index(present[0]) > len(splits) - 5:  # "B is right one here" gives none
+            return present[0]
+    elif not present and "Z" in splits:
+        return "Z"
+    m = _MMB_ANSWER_IS.search(prediction)
+    if m and m.group(1).upper() in choices:
+        return m.group(1).upper()
+    return None
+
+
+def mmbench_choices(row: Mapping[str, Any]) -> dict[str, str]:
+    """VLMEvalKit ``build_choices``: every option column A-D whose cell is not NA (pandas semantics)."""
+    return {c: str(row[c]) for c in "ABCD" if c in row and not is_na(row[c])}
+
+
+def mmbench_circular(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Circular evaluation: rows grouped by ``index % 1e6``; a group counts only if every row's extracted
-    letter equals its ``answer``. ``vanilla`` = plain accuracy on the original rows (index < 1e6)."""
+    letter equals its ``answer``. ``vanilla`` = plain accuracy on the original rows (index < 1e6);
+    ``groups`` = ``{base index: all right}`` (the units of a bootstrap)."""
     groups: dict[int, list[bool]] = {}
     vanilla: list[bool] = []
     for row in rows:
-        choices = {c: str(row[c]) for c in "ABCD" if c in row and not is_missing(row[c])}
-        hit = mmbench_extract(row["prediction"], choices) == row["answer"]
+        hit = mmbench_extract(row["prediction"], mmbench_choices(row)) == row["answer"]
         index = int(row["index"])
         groups.setdefault(index % 1_000_000, []).append(hit)
         if index < 1_000_000:
@@ -283,6 +315,7 @@ def mmbench_circular(rows: Iterable[Mapping[str, Any]]) -> dict[str, float]:
         "circular": sum(all(g) for g in groups.values()) / len(groups) if groups else 0.0,
         "vanilla": sum(vanilla) / len(vanilla) if vanilla else 0.0,
         "n_groups": len(groups),
+        "groups": {k: all(g) for k, g in groups.items()},
     }
 
 

@@ -4,7 +4,9 @@
 (matplotlib, Agg backend, imported only here and only when drawing). ``results`` are the per-benchmark
 dicts of :mod:`llava15.eval.score` / the runner. ``run_report(args)`` implements
 ``llava15 eval report SCORES.json... --out DIR``. Benchmarks that were skipped (no judge) or need a
-submission server show as such, never as 0.
+submission server show as such, never as 0. Each score shows its 95 % bootstrap interval. A score
+that is not the paper's quantity (``comparable: false``, e.g. SEED without video answers) says what it
+is in its cell (``62.3 (img)``) and is left out of the chart's comparison.
 """
 
 from __future__ import annotations
@@ -45,12 +47,25 @@ def environment() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
+def comparable(res: dict[str, Any] | None) -> bool:
+    """Whether a score is the quantity the paper's cell reports (False: e.g. SEED image-only)."""
+    return bool(res) and res.get("value") is not None and res.get("comparable", True) is not False
+
+
 def _cell(res: dict[str, Any] | None) -> str:
     if res is None:
         return "–"
     if res.get("value") is None:
         return {"skipped": "skipped", "submission": "server"}.get(res.get("status", ""), "–")
-    return f"{res['value']:.1f}"
+    text = f"{res['value']:.1f}"
+    if not comparable(res):
+        text += f" ({res.get('scope') or 'partial'})"
+    return text
+
+
+def _ci(res: dict[str, Any] | None) -> str:
+    ci = (res or {}).get("ci95")
+    return f"{ci[0]:.1f}–{ci[1]:.1f}" if ci else ""
 
 
 def markdown(results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
@@ -64,20 +79,32 @@ def markdown(results: dict[str, dict[str, Any]], settings: dict[str, Any]) -> st
         )
     label = settings.get("model", "this run")
     rows.append(f"| **{label}** | " + " | ".join(_cell(results.get(n)) for n in names) + " |")
-    lines = ["# LLaVA-1.5 evaluation (Table 2 layout)", "", *rows, ""]
+    if any(_ci(results.get(n)) for n in names):
+        rows.append("| 95% CI (bootstrap) | " + " | ".join(_ci(results.get(n)) for n in names) + " |")
+    protocol = settings.get("protocol")
+    lines = ["# LLaVA-1.5 evaluation (Table 2 layout)", ""]
+    if protocol:
+        lines += [f"Protocol: **{protocol}** ({settings.get('decoding', '')}; dtype {settings.get('dtype', '?')}; "
+                  f"images: {settings.get('image_order', '')})", ""]
+    lines += [*rows, ""]
     lines.append(
         "Paper = arXiv v1 Table 2. The official judge files give LLaVA-W "
         f"{MODEL_ZOO['7b']['llava_bench']}/{MODEL_ZOO['13b']['llava_bench']} and MM-Vet "
         f"{MODEL_ZOO['7b']['mmvet']}/{MODEL_ZOO['13b']['mmvet']} (7B/13B, model zoo). `server` = needs the "
         "submission server (files written); `skipped` = needs a judge. POPE = mean F1 ×100 of 3 splits; "
-        "MME = perception score; SQA-IMG = image subset accuracy."
+        "MME = perception score; SQA-IMG = image subset accuracy. A cell with a bracket is not the paper's "
+        "quantity (e.g. `(img)`: SEED image questions only) and is not compared with it. 95% CI: percentile "
+        "bootstrap over questions (circular groups for MMBench, image pairs for MME, within splits/subtasks)."
     )
     lines += ["", "## Details", ""]
     for name in names:
         res = results.get(name)
         if res is None:
             continue
-        lines.append(f"- **{COLUMNS[name]}** ({res.get('status')}): {_cell(res)}")
+        ci = f" [95% CI {_ci(res)}]" if _ci(res) else ""
+        lines.append(f"- **{COLUMNS[name]}** ({res.get('status')}): {_cell(res)}{ci}")
+        if res.get("data"):
+            lines.append(f"  - data: {res['data']}")
         for note in res.get("notes", []):
             lines.append(f"  - {note}")
         if res.get("judge"):
@@ -97,7 +124,7 @@ def chart(results: dict[str, dict[str, Any]], path: Path) -> Path:
 
     names = list(COLUMNS)
     scale = {n: (1 / 20 if n == "mme" else 1.0) for n in names}
-    ours = [(results.get(n) or {}).get("value") for n in names]
+    ours = [(results.get(n) or {}).get("value") if comparable(results.get(n)) else None for n in names]
     fig, ax = plt.subplots(figsize=(13, 4.5))
     width = 0.27
     xs = range(len(names))
@@ -126,7 +153,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     settings = {**settings, "environment": settings.get("environment") or environment()}
     table = {n: {"ours": (results.get(n) or {}).get("value"), "status": (results.get(n) or {}).get("status"),
+                 "ci95": (results.get(n) or {}).get("ci95"), "cell": _cell(results.get(n)),
+                 "comparable": comparable(results.get(n)),
                  "paper_7b": PAPER["7b"][n], "paper_13b": PAPER["13b"][n]} for n in COLUMNS}  # fmt: skip
+    results = {n: {k: v for k, v in r.items() if k != "bootstrap"} for n, r in results.items()}
     (out / "report.json").write_text(
         json.dumps({"table2": table, "results": results, "settings": settings}, indent=1, default=str),
         encoding="utf-8",

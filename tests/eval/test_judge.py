@@ -127,7 +127,7 @@ def test_mmvet_grading_retries_and_cli(tmp_path, fake):
     answers = _jsonl(tmp_path / "answers.jsonl", [{"question_id": i, "text": f"pred {i}"} for i in range(3)])
     out = tmp_path / "out"
     assert main(["eval", "score", "--benchmark", "mmvet", "--answers", str(answers), "--data-root",
-                 str(tmp_path / "root"), "--out", str(out), "--judge-url", server.url, "--judge-model", "j"]) == 0  # fmt: skip
+                 str(tmp_path / "root"), "--out", str(out), "--judge-url", server.url, "--judge-model", "j", "--judge-runs", "1"]) == 0  # fmt: skip
     res = json.loads((out / "mmvet_scores.json").read_text())
     assert res["value"] == pytest.approx(round(100 * (0.7 + 0.4 + 0.0) / 3, 1))
     assert res["metrics"]["capabilities"] == {"math": 0.0, "ocr": 40.0, "rec": 55.0}

@@ -32,6 +32,17 @@ def _score(tmp_path: Path, bench: str, answers: str, capsys) -> dict:
     return json.loads((out / f"{bench}_scores.json").read_text())
 
 
+def _interval(res: dict, exact: bool = True) -> list[float]:
+    """The reported 95 % interval holds the score; its units give back the score itself (``exact``)."""
+    from llava15.eval.bootstrap import point
+
+    lo, hi = res["ci95"]
+    assert lo < res["value"] < hi and res["ci_settings"]["samples"] == 1000
+    if exact:
+        assert point(res["bootstrap"]) == pytest.approx(res["value"])
+    return [lo, hi]
+
+
 def _root(tmp_path: Path, folder: str) -> Path:
     d = tmp_path.joinpath("root", *EVAL, folder)
     d.mkdir(parents=True)
@@ -55,6 +66,8 @@ def test_pope_mean_f1(tmp_path, fixtures, capsys):
     assert res["status"] == "scored"
     assert res["metrics"]["mean_f1"] == pytest.approx(0.85947, abs=5e-6)
     assert round(res["value"], 1) == 85.9
+    lo, hi = _interval(res)
+    assert 84.5 < lo and hi < 87.5  # 8,910 questions: about ±0.7
     for split, expected in real["per_category"].items():
         got = res["metrics"]["splits"][split]
         assert {k: got[k] for k in ("TP", "FP", "TN", "FN")} == {
@@ -88,6 +101,8 @@ def test_mme_perception_and_cognition(tmp_path, fixtures, capsys):
     for name, score in real["per_subtask_score"].items():
         assert res["metrics"]["subtasks"][name]["score"] == pytest.approx(score)
     assert (tmp_path / "out" / "mme_eval_tool_results" / "artwork.txt").exists()
+    assert res["ci_settings"]["units"] == 1187 and res["ci_settings"]["stratified"]  # image pairs
+    _interval(res)
 
 
 def test_scienceqa_img_and_overall(tmp_path, fixtures, capsys):
@@ -100,6 +115,8 @@ def test_scienceqa_img_and_overall(tmp_path, fixtures, capsys):
     m = res["metrics"]
     assert (m["total"], m["correct"], m["img_total"], m["img_correct"]) == (4241, 3155, 2017, 1445)
     assert round(m["accuracy"], 2) == 74.39 and round(res["value"], 1) == 71.6
+    assert res["ci_settings"]["units"] == 2017
+    _interval(res)
 
 
 def test_mmbench_circular(tmp_path, fixtures, capsys):
@@ -119,6 +136,8 @@ def test_mmbench_circular(tmp_path, fixtures, capsys):
     assert res["metrics"]["vanilla"] == pytest.approx(real["vanilla_accuracy_main_rows"])
     assert round(res["value"], 1) == 67.7
     assert Path(res["files"]["submission"]).exists()
+    assert res["ci_settings"]["units"] == 1176  # circular groups
+    _interval(res)
 
 
 @pytest.mark.parametrize(("model", "expected"), [("7b", 65.4), ("13b", 72.5)])
@@ -136,6 +155,7 @@ def test_llava_bench_from_official_reviews(tmp_path, fixtures, capsys, model, ex
     assert round(res["value"], 1) == expected
     for k, run in enumerate(res["metrics"]["runs"], 1):
         assert run == real["runs"][f"llava-v1.5-{model}-eval{k}"]["official_summary"]
+    _interval(res, exact=False)  # the official score rounds each run's means; the units do not
 
 
 @pytest.mark.parametrize(("run", "expected"), [("7b_3runs", 31.1), ("13b_1runs", 36.1), ("13b_3runs", 36.3)])
@@ -148,3 +168,4 @@ def test_mmvet_from_official_grades(tmp_path, fixtures, capsys, run, expected):
     (tmp_path / "root").mkdir()
     res = _score(tmp_path, "mmvet", str(path), capsys)
     assert res["value"] == expected and res["metrics"]["std"] == real["total_std"]
+    _interval(res, exact=False)  # the official total is rounded to 1 decimal

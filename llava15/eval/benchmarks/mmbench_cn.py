@@ -13,5 +13,5 @@ class MMBenchCN(MMBench):
     name = "mmbench_cn"
     title = "MMB-CN"
     folder = "mmbench_cn"
-    tsv_name = "mmbench_dev_cn_20231003.tsv"
+    question_file = tsv_name = "mmbench_dev_cn_20231003.tsv"
     suffix = LETTER_ANSWER_CN

@@ -5,6 +5,11 @@ Layout: ``MME/llava_mme.jsonl`` and ``MME/MME_Benchmark_release_version/<subtask
 Scoring = ``convert_answer_to_mme.py`` (ground truth looked up by subtask, ``.txt`` file and the
 recorded prompt with the short-answer suffix swapped back for `` Please answer yes or no.``) followed by
 ``eval_tool/calculation.py`` (consecutive lines of a subtask, in answer order, form an image's pair).
+
+lmms-lab/MME (``question_id`` = the image path, ``question`` with `` Please answer yes or no.``,
+``answer``, ``category``, ``image``): the prompt is the question with that sentence replaced by the
+short-answer suffix (what ``llava_mme.jsonl`` holds and lmms-eval builds); the ground truth is keyed by
+the same (subtask, ``.txt`` name, question) as the release folder's, so scoring is unchanged.
 """
 
 from __future__ import annotations
@@ -15,12 +20,17 @@ from typing import Any
 from llava15.eval.benchmarks.base import (
     SHORT_ANSWER,
     Benchmark,
+    Question,
+    Source,
+    hub_question,
     read_jsonl,
     recorded_prompts,
     require,
     result,
+    with_source,
 )
-from llava15.eval.metrics import mme_scores
+from llava15.eval.bootstrap import units
+from llava15.eval.metrics import MME_PERCEPTION, mme_parse, mme_scores
 
 _SUFFIX = " Please answer yes or no."
 
@@ -48,6 +58,20 @@ class Mme(Benchmark):
     max_new_tokens = 128
     question_file = "llava_mme.jsonl"
     image_dir = "MME_Benchmark_release_version"
+    score_files = ("MME_Benchmark_release_version",)
+
+    def _hub(self, src: Source) -> list[Question]:
+        rows = src.table().rows(["question_id", "question", "category"])
+        return [hub_question(src, i, r["question_id"], r["question"].strip().replace(_SUFFIX, "") + "\n" + SHORT_ANSWER,
+                             self.max_new_tokens, image_key=r["question_id"], category=r["category"])
+                for i, r in enumerate(rows)]  # fmt: skip
+
+    def _ground_truth(self, src: Source) -> dict[tuple[str, str, str], str]:
+        if src.kind == "hub":
+            rows = src.table().rows(["question_id", "question", "answer", "category"])
+            return {(r["category"], Path(r["question_id"]).stem + ".txt", r["question"].strip()): r["answer"]
+                    for r in rows}  # fmt: skip
+        return read_ground_truth(require(src.root / "MME_Benchmark_release_version", "MME release folder"))
 
     def score(
         self,
@@ -56,13 +80,21 @@ class Mme(Benchmark):
         out_dir: Path | None = None,
         judge: Any = None,
     ) -> dict[str, Any]:
-        root = self.root(data_root)
-        gt = read_ground_truth(require(root / "MME_Benchmark_release_version", "MME release folder"))
-        questions = read_jsonl(root / "llava_mme.jsonl") if (root / "llava_mme.jsonl").exists() else []
+        src = self.locate(data_root)
+        gt = self._ground_truth(src)
+        qfile = src.question_file
+        questions = read_jsonl(qfile) if qfile is not None and qfile.exists() else []
+        hub_categories = {}
+        if src.kind == "hub":
+            rows = src.table().rows(["question_id", "question", "category"])
+            hub_categories = {str(r["question_id"]): r["category"] for r in rows}
+            questions = [{"question_id": r["question_id"], "text": q.extra["record_prompt"]}
+                         for r, q in zip(rows, self._hub(src))]  # fmt: skip
         subtasks: dict[str, list[tuple[str, str, str, str]]] = {}
+        keys: dict[str, list[str]] = {}
         for a, prompt in zip(answers, recorded_prompts(answers, questions)):
             qid = str(a["question_id"])
-            category = qid.split("/")[0]
+            category = hub_categories.get(qid) or qid.split("/")[0]
             file = Path(qid).stem + ".txt"
             question = prompt.replace(SHORT_ANSWER, "").strip() + _SUFFIX
             if (category, file, question) not in gt:  # a few MME questions have two spaces
@@ -72,6 +104,7 @@ class Mme(Benchmark):
             subtasks.setdefault(category, []).append(
                 (file, question, gt[(category, file, question)], a["text"])
             )
+            keys.setdefault(category, []).append(qid)
         notes = []
         for category, rows in subtasks.items():
             if len(rows) % 2:  # a partial run (--limit) can end inside an image's pair: drop the half pair
@@ -86,4 +119,8 @@ class Mme(Benchmark):
                 with open(tool_dir / f"{category}.txt", "w", encoding="utf-8") as f:
                     f.writelines("\t".join(r) + "\n" for r in rows)
             files["eval_tool_results"] = str(tool_dir)
-        return result(self.name, "scored", scores["perception"], scores, files=files, notes=notes)
+        pairs = [[f"{keys[cat][i]}#{i // 2}", cat, sum(mme_parse(p) == gt_.lower() for *_, gt_, p in rows[i : i + 2])]
+                 for cat, rows in subtasks.items() for i in range(0, len(rows), 2)]  # fmt: skip
+        boot = {**units("mme", pairs, MME_PERCEPTION), "unit": "image pair (within subtask)"}
+        res = result(self.name, "scored", scores["perception"], scores, files=files, notes=notes, bootstrap=boot)
+        return with_source(res, src)

@@ -8,6 +8,13 @@ the question file (``A. `` … option markers and the ``gpt`` turn), which gives
 Prompt = ``model_vqa_science.py --single-pred-prompt``: ``<image>`` removed and the text stripped,
 ``<image>\\n`` re-added in front for image problems, then ``\\n`` + the option-letter instruction; 1024
 new tokens. Unlike the other scripts the recorded ``prompt`` is the whole message, ``<image>\\n`` included.
+The script opens images without ``.convert('RGB')``: under ``--protocol official`` they are padded in
+their own mode first (``pads_before_rgb``), which changes palette PNGs.
+
+lmms-lab/ScienceQA config ``ScienceQA-IMG`` split ``test`` (``image``, ``question``, ``choices``,
+``answer`` index, ``hint``): the CQM text is rebuilt as LLaVA's converter writes it (``Context: {hint}``
+line only for a non-empty hint, the question, ``A. {choice}`` lines); the split has no problem ids, so
+``question_id`` is the row number. Every row has an image, so accuracy = IMG accuracy.
 """
 
 from __future__ import annotations
@@ -16,8 +23,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llava15.eval.benchmarks.base import IMAGE_PREFIX, LETTER_ANSWER, Benchmark, Question, require, result
-from llava15.eval.metrics import scienceqa_scores
+from llava15.eval.benchmarks.base import (
+    IMAGE_PREFIX,
+    LETTER_ANSWER,
+    Benchmark,
+    Question,
+    Source,
+    hub_question,
+    require,
+    result,
+    with_source,
+)
+from llava15.eval.bootstrap import units
+from llava15.eval.metrics import scienceqa_parse, scienceqa_scores
 
 _LETTERS = "ABCDE"
 
@@ -41,27 +59,46 @@ class ScienceQA(Benchmark):
     title = "SQA-IMG"
     folder = "scienceqa"
     max_new_tokens = 1024
+    question_file = "llava_test_CQM-A.json"
+    pads_before_rgb = True
 
-    def _records(self, data_root) -> list[dict[str, Any]]:
-        path = require(self.root(data_root) / "llava_test_CQM-A.json", "ScienceQA question file")
+    def _records(self, src: Source) -> list[dict[str, Any]]:
+        if src.kind == "hub":
+            return [hub_record(str(i), r) for i, r in
+                    enumerate(src.table().rows(["question", "choices", "answer", "hint"]))]  # fmt: skip
+        path = require(src.question_file, "ScienceQA question file")
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
-    def load(self, data_root: str | Path) -> list[Question]:
-        image_dir = self.root(data_root) / "images" / "test"
+    def _questions(self, src: Source, make) -> list[Question]:
         out = []
-        for rec in self._records(data_root):
+        for n, rec in enumerate(self._records(src)):
             text = rec["conversations"][0]["value"].replace("<image>", "").strip()
             has_image = "image" in rec
             prompt = (IMAGE_PREFIX + text if has_image else text) + "\n" + LETTER_ANSWER
-            image = image_dir / rec["image"] if has_image else None
-            out.append(Question(rec["id"], image, prompt, self.max_new_tokens, {"record_prompt": prompt}))
+            out.append(make(n, rec, prompt, has_image))
         return out
 
-    def _problems(self, data_root) -> tuple[list[str], dict[str, tuple[int, int, bool]]]:
+    def _official(self, src: Source) -> list[Question]:
+        image_dir = src.root / "images" / "test"
+        return self._questions(src, lambda n, rec, prompt, has_image: Question(
+            rec["id"], image_dir / rec["image"] if has_image else None, prompt, self.max_new_tokens,
+            {"record_prompt": prompt}))  # fmt: skip
+
+    def _hub(self, src: Source) -> list[Question]:
+        def make(n, rec, prompt, has_image):
+            q = hub_question(src, n, rec["id"], prompt, self.max_new_tokens)
+            q.prompt_text = prompt  # the whole message is the record (the <image> prefix is already in it)
+            return q
+
+        return self._questions(src, make)
+
+    def _problems(self, src: Source) -> tuple[list[str], dict[str, tuple[int, int, bool]]]:
         """Test pids in split order and ``pid → (answer index, n choices, has image)``."""
-        root = self.root(data_root)
-        records = {r["id"]: r for r in self._records(data_root)}
+        root = src.root
+        records = {r["id"]: r for r in self._records(src)}
+        if src.kind == "hub":
+            return list(records), {pid: (r["answer_index"], r["n_choices"], True) for pid, r in records.items()}
         if (root / "problems.json").exists() and (root / "pid_splits.json").exists():
             problems = json.loads((root / "problems.json").read_text(encoding="utf-8"))
             pids = json.loads((root / "pid_splits.json").read_text(encoding="utf-8"))["test"]
@@ -83,7 +120,8 @@ class ScienceQA(Benchmark):
         out_dir: Path | None = None,
         judge: Any = None,
     ) -> dict[str, Any]:
-        pids, info = self._problems(data_root)
+        src = self.locate(data_root)
+        pids, info = self._problems(src)
         by_pid = {str(a["question_id"]): a for a in answers}
         rows = []
         for pid in pids:
@@ -95,4 +133,20 @@ class ScienceQA(Benchmark):
             rows.append((None if a is None else a["text"], answer, n_choices, in_img))
         m = scienceqa_scores(rows)
         notes = [] if len(by_pid) >= len(pids) else [f"{len(pids) - len(by_pid)} problems unanswered"]
-        return result(self.name, "scored", m["img_accuracy"], m, notes=notes)
+        unit_rows = [[pid, "", int(scienceqa_parse(text, n) == ans)]
+                     for pid, (text, ans, n, img) in zip(pids, rows) if img and text is not None]  # fmt: skip
+        res = result(self.name, "scored", m["img_accuracy"], m, notes=notes, bootstrap=units("mean", unit_rows))
+        return with_source(res, src)
+
+
+def hub_record(pid: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A Hub row as the record LLaVA's converter writes (``llava_test_CQM-A.json``), with the answer."""
+    lines = ["<image>"]
+    if row["hint"]:
+        lines.append(f"Context: {row['hint']}")
+    lines.append(row["question"])
+    lines += [f"{_LETTERS[i]}. {c}" for i, c in enumerate(row["choices"])]
+    return {"id": pid, "image": f"{pid}/image.png",
+            "conversations": [{"from": "human", "value": "\n".join(lines)},
+                              {"from": "gpt", "value": _LETTERS[int(row["answer"])]}],
+            "answer_index": int(row["answer"]), "n_choices": len(row["choices"])}  # fmt: skip

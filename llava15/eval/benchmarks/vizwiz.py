@@ -3,6 +3,10 @@
 Layout: ``vizwiz/llava_test.jsonl``, images ``vizwiz/test/``. ``convert_vizwiz_for_submission.py``: one
 ``{"image", "answer"}`` per question in question-file order, the answer passed through
 ``EvalAIAnswerProcessor``; every question must have an answer.
+
+lmms-lab/VizWiz-VQA split ``test`` (``question_id`` = the image name without ``.jpg``, ``question``,
+``image``): LLaVA's prompt (the question as is, not capitalised as lmms-eval does, + the
+'Unanswerable' line + the short-answer suffix); the upload names ``<question_id>.jpg``.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from llava15.eval.benchmarks.base import (
+    SHORT_ANSWER,
     Benchmark,
+    Question,
+    Source,
+    hub_question,
     read_jsonl,
     require,
     result,
+    with_source,
     write_json,
 )
 from llava15.eval.metrics import normalize_answer
@@ -28,6 +37,17 @@ class VizWiz(Benchmark):
     question_file = "llava_test.jsonl"
     image_dir = "test"
 
+    def _hub(self, src: Source) -> list[Question]:
+        rows = src.table().rows(["question_id", "question"])
+        return [hub_question(src, i, r["question_id"], r["question"] + UNANSWERABLE + SHORT_ANSWER, self.max_new_tokens)
+                for i, r in enumerate(rows)]  # fmt: skip
+
+    def _questions(self, src: Source) -> list[dict[str, Any]]:
+        if src.kind == "hub":
+            return [{"question_id": r["question_id"], "image": _jpg(str(r["question_id"]))}
+                    for r in src.table().rows(["question_id"])]  # fmt: skip
+        return read_jsonl(require(src.question_file, "VizWiz question file"))
+
     def score(
         self,
         answers: list[dict[str, Any]],
@@ -35,7 +55,8 @@ class VizWiz(Benchmark):
         out_dir: Path | None = None,
         judge: Any = None,
     ) -> dict[str, Any]:
-        questions = read_jsonl(require(self.root(data_root) / "llava_test.jsonl", "VizWiz question file"))
+        src = self.locate(data_root)
+        questions = self._questions(src)
         texts = {str(a["question_id"]): a["text"] for a in answers}
         missing = [q["question_id"] for q in questions if str(q["question_id"]) not in texts]
         if missing:
@@ -53,4 +74,11 @@ class VizWiz(Benchmark):
             "unanswerable_ratio": unanswerable / len(upload) if upload else 0.0,
         }
         notes = ["scored by the EvalAI server (challenge 2185): upload the submission file"]
-        return result(self.name, "submission", None, metrics, files=files, notes=notes)
+        return with_source(result(self.name, "submission", None, metrics, files=files, notes=notes), src)
+
+
+UNANSWERABLE = "\nWhen the provided information is insufficient, respond with 'Unanswerable'.\n"
+
+
+def _jpg(name: str) -> str:
+    return name if name.endswith(".jpg") else name + ".jpg"
