@@ -8,6 +8,12 @@ called with `position_ids`, NO `attention_mask` and `use_cache=False` (or
 only then; with a KV cache or any attention mask the samples silently attend to each other
 (hf_llava.md §3.7). Padding at a row's end is one more "sample" (positions from 0, labels -100).
 Each sample's first label must be -100 (BOS), so no sample learns to predict the next one's start.
+
+`pack_rows` also describes the boundaries for attention that isolates samples itself
+(`model.packed_attention`), so the forward never reads them back from the device: `sample_lengths`
+(per row, the lengths of its samples, the trailing padding counted as one more), `cu_seqlens` (their
+int32 offsets in the flattened batch), `max_length`, and `query_skip` (per sample, how many leading
+positions have no supervised next token: rows the loss never reads).
 """
 
 from __future__ import annotations
@@ -55,4 +61,23 @@ def pack_rows(ids: list[torch.Tensor], labels: list[torch.Tensor], rows: list[li
         if at > width:
             raise ValueError(f"row {r} holds {at} tokens, more than the row length {width}")
         positions[r, at:] = torch.arange(width - at)
-    return {"input_ids": out_ids, "labels": out_labels, "position_ids": positions}
+    return {"input_ids": out_ids, "labels": out_labels, "position_ids": positions,
+            **boundaries(positions, out_labels)}
+
+
+def boundaries(position_ids: torch.Tensor, labels: torch.Tensor) -> dict:
+    """`sample_lengths`, `query_skip`, `cu_seqlens`, `max_length` of a packed batch (module docstring)."""
+    needed = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX) != IGNORE_INDEX
+    lengths, skip = [], []
+    for pos, row in zip(position_ids, needed):
+        starts = torch.nonzero(pos == 0).flatten().tolist()
+        if not starts or starts[0] != 0:
+            starts = [0, *starts]
+        ends = [*starts[1:], int(pos.shape[0])]
+        lengths.append(tuple(e - s for s, e in zip(starts, ends)))
+        first = torch.nonzero(row).flatten().tolist()
+        skip.append(tuple(next((i - s for i in first if s <= i < e), e - s) for s, e in zip(starts, ends)))
+    flat = [n for row in lengths for n in row]
+    cu = torch.zeros(len(flat) + 1, dtype=torch.int32)
+    cu[1:] = torch.cumsum(torch.tensor(flat, dtype=torch.int32), 0)
+    return {"sample_lengths": tuple(lengths), "query_skip": tuple(skip), "cu_seqlens": cu, "max_length": max(flat)}

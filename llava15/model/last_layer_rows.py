@@ -8,10 +8,11 @@ the supervised queries attend to them. In bench-small's stage-2 batches 13 % of 
 supervised; skipping the rest of the last layer's work took the eager CPU step from 3.56 to 3.23 s
 (4 layers; a 32-layer Vicuna gains about an eighth of that).
 
-`LastLayerRows(model)` registers forward hooks on the last layer's `q_proj`, `o_proj` and `mlp`
-(those it has; without an `mlp` it does nothing). While `rows_only(rows)` is active, each of them runs
-on those rows only and returns zeros on the others, and `packed_sdpa_attention` computes, per sample,
-only the queries from the sample's first such row on. The loss and every gradient are those of the
+`LastLayerRows(model)` registers forward hooks (PyTorch's public module API) on the last layer's
+`q_proj`, `o_proj` and `mlp` (those it has; without an `mlp` it does nothing). While `rows_only(rows)` is
+active, each of them runs on those rows only and returns zeros on the others; with packed rows, the
+batch's `PackedRows` (built with the labels, `model.packed_attention`) tells the attention which
+queries each sample needs, so it computes only those. The loss and every gradient are those of the
 full computation (test). The layer's output on the other rows is not the model's (it skips the layer's
 update), so this is for training steps only; outside `rows_only` the hooks do nothing. Keep the
 context open through the backward pass: activation checkpointing reruns the layer there.
@@ -19,26 +20,11 @@ context open through the backward pass: activation checkpointing reruns the laye
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 from collections.abc import Iterator
 
 import torch
 from torch import nn
-
-# Attribute set on the last layer's attention module while `rows_only` is active: the sorted host list
-# of flat row indices (row-major over [batch, length]) whose queries matter; read by packed attention.
-QUERY_ROWS_ATTR = "llava15_query_rows"
-
-
-def first_query_row(module: nn.Module, start: int, end: int) -> int:
-    """The first row in [start, end) (flat indices) whose query is needed: `start` when the module has no
-    row restriction, `end` when none of those rows is needed."""
-    rows = getattr(module, QUERY_ROWS_ATTR, None)
-    if rows is None:
-        return start
-    i = bisect.bisect_left(rows, start)
-    return rows[i] if i < len(rows) and rows[i] < end else end
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList | None:
@@ -76,15 +62,11 @@ class LastLayerRows:
     def rows_only(self, rows: torch.Tensor) -> Iterator[None]:
         """Restrict the last layer to `rows` (flat indices over [batch, length], sorted) inside the block."""
         self.rows = rows
-        if self.attention is not None:
-            setattr(self.attention, QUERY_ROWS_ATTR, rows.tolist())
         try:
             yield
         finally:
             self.rows = None
             self._shapes.clear()
-            if self.attention is not None:
-                setattr(self.attention, QUERY_ROWS_ATTR, None)
 
     def _select(self, module: nn.Module, args: tuple) -> tuple | None:
         if self.rows is None:

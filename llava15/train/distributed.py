@@ -2,9 +2,16 @@
 
 Launch with `torchrun --nproc_per_node N -m llava15.cli train ...` (or plain `python` for one
 process). Backend: nccl on GPU, gloo on CPU. With more than one process the model is sharded with
-PyTorch FSDP2 (`fully_shard`): one unit per transformer block (LLM and vision tower) plus the root
-(embeddings, lm_head, projector). On GPU with bf16 the parameters are gathered in bf16 and gradients
-reduced in fp32. With one process nothing is wrapped.
+PyTorch FSDP2 (`fully_shard`) over a device mesh: 1-D (every rank holds a shard), or `train.mesh:
+[replicate, shard]` for HSDP (shard within a node, replicate across nodes, so parameter all-gathers
+never cross nodes). What is sharded depends on what trains (`shard_model`):
+- stage 1 (`projector`): only the projector is managed by FSDP; the frozen LLM and vision tower are
+  left out (`ignored_params`) and stay whole on every rank, so they are never gathered;
+- LoRA: one unit per transformer block, kept gathered from forward to backward
+  (`reshard_after_forward=False`): the frozen base is gathered once per micro-batch, not twice;
+- full fine-tuning: one unit per block (resharded after forward, but the last) plus the root.
+On GPU with bf16 the parameters are gathered in bf16 and gradients reduced in fp32. With one process
+nothing is wrapped.
 """
 
 from __future__ import annotations
@@ -92,17 +99,36 @@ def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
             if isinstance(m, nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers"]
 
 
-def shard_model(model: nn.Module, bf16: bool, device: torch.device) -> nn.Module:
-    """Apply FSDP2 `fully_shard` per transformer block, then to the root, over all ranks on `device`'s
-    type (FSDP2's default mesh takes the accelerator whenever one is visible, even for ranks on CPU)."""
+def device_mesh(device: torch.device, shape: list[int] | None):
+    """The ranks' mesh on `device`'s type (FSDP2's default mesh takes the accelerator whenever one is
+    visible, even for ranks on CPU): 1-D, or [replicate, shard] for HSDP."""
     from torch.distributed.device_mesh import init_device_mesh
+
+    world = dist.get_world_size()
+    if not shape:
+        return init_device_mesh(device.type, (world,), mesh_dim_names=("shard",))
+    if len(shape) != 2 or shape[0] * shape[1] != world:
+        raise ValueError(f"train.mesh={shape}: expected [replicate, shard] with replicate × shard = {world} "
+                         "processes (e.g. [nodes, GPUs per node])")
+    return init_device_mesh(device.type, tuple(shape), mesh_dim_names=("replicate", "shard"))
+
+
+def shard_model(model: nn.Module, bf16: bool, device: torch.device, stage: str = "projector+llm",
+                mesh_shape: list[int] | None = None) -> str:
+    """Apply FSDP2 as the stage asks (module docstring); returns what was done, for the log."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = device_mesh(device, mesh_shape)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
         MixedPrecisionPolicy()
+    kind = "HSDP " + "×".join(map(str, mesh_shape)) if mesh_shape else f"FSDP2 over {dist.get_world_size()} ranks"
+    if stage == "projector":
+        frozen = {p for p in model.parameters() if not p.requires_grad}
+        fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=frozen)
+        return f"{kind}: the projector sharded, the frozen LLM and vision tower whole on every rank"
+    keep = stage == "projector+lora"  # a frozen base: gather once per micro-batch
     for layers in _block_lists(model):
-        for block in layers:
-            fully_shard(block, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
-    return model
+        for i, block in enumerate(layers):
+            fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=not keep and i < len(layers) - 1)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=not keep)
+    return f"{kind}: one unit per transformer block + the root" + (", kept gathered through backward" if keep else "")

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from llava15.data.packing import boundaries
 from llava15.model.last_layer_rows import LastLayerRows
+from llava15.model.packed_attention import from_batch
 from llava15.train.distributed import DistInfo, all_reduce_sum
 from llava15.train.loss import IGNORE_INDEX, shift_targets, supervised_loss_sum, supervised_rows
 
@@ -71,6 +73,8 @@ def add_dummy_image(batch: dict, image_token_id: int, num_tokens: int, size: int
         batch["labels"] = torch.cat([labels, torch.full((1, width), IGNORE_INDEX, dtype=labels.dtype,
                                                         device=labels.device)])
         batch["position_ids"] = torch.cat([pos, torch.arange(width, device=pos.device)[None]])
+        if batch.get("sample_lengths") is not None:
+            batch.update(boundaries(batch["position_ids"], batch["labels"]))
     else:  # padded: one more row holding only the image
         width = max(ids.shape[1], num_tokens)
         pad = width - ids.shape[1]
@@ -112,9 +116,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
     loss_acc = torch.zeros((), dtype=torch.float64, device=dist_info.device)  # no host sync per micro-batch
     fsdp = dist_info.distributed and hasattr(model, "set_requires_gradient_sync")
     for i, batch in enumerate(micro_batches):
-        batch = to_device(batch, dist_info.device)
         if dist_info.distributed and batch.get("pixel_values") is None:
             batch = add_dummy_image(batch, ctx.image_token_id, ctx.num_image_tokens, ctx.image_size)
+        # the sample boundaries come from the host batch: the forward never reads them back from the device
+        packed = from_batch(batch, last_layer_rows=ctx.last_layer is not None).to(dist_info.device) \
+            if batch.get("sample_lengths") is not None else None
+        rows = supervised_rows(batch["labels"]).to(dist_info.device) if ctx.last_layer is not None else None
+        batch = to_device(batch, dist_info.device)
         if fsdp:  # reduce-scatter gradients only after the last micro-batch
             model.set_requires_gradient_sync(i == n_micro - 1)
         autocast = torch.autocast(dist_info.device.type, dtype=ctx.autocast_dtype) \
@@ -122,11 +130,10 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, mi
         # Stage 1, one process: a text-only micro-batch cannot reach the projector; forward only.
         no_grad = batch.get("pixel_values") is None and not ctx.text_needs_grad
         # open through the backward too: activation checkpointing reruns the last layer there
-        rows_only = ctx.last_layer.rows_only(supervised_rows(batch["labels"])) \
-            if ctx.last_layer is not None else contextlib.nullcontext()
+        rows_only = ctx.last_layer.rows_only(rows) if rows is not None else contextlib.nullcontext()
         with rows_only:
             with autocast, torch.no_grad() if no_grad else contextlib.nullcontext():
-                loss_sum, count = supervised_loss_sum(model, batch)
+                loss_sum, count = supervised_loss_sum(model, batch, packed)
             if ctx.loss_normalization == "token":
                 scaled = loss_sum * (dist_info.world_size / max(global_count, 1.0))
                 loss_acc += loss_sum.detach()

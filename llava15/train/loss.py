@@ -15,11 +15,14 @@ the caller divides.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from llava15.data.conversation import IGNORE_INDEX
+from llava15.model.packed_attention import KWARG as PACKED_KWARG
 
 
 def shift_targets(labels: torch.Tensor) -> torch.Tensor:
@@ -33,17 +36,25 @@ def supervised_rows(labels: torch.Tensor) -> torch.Tensor:
     return (shift_targets(labels) != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
 
 
-def supervised_loss_sum(model: nn.Module, batch: dict) -> tuple[torch.Tensor, int]:
+def supervised_loss_sum(model: nn.Module, batch: dict, packed: Any = None) -> tuple[torch.Tensor, int]:
     """Forward `batch` through the model; return (sum of CE over supervised tokens, their count).
 
     `batch` holds `input_ids`, `labels` and either `position_ids` (packed, no attention_mask) or
-    `attention_mask` (padded), and `pixel_values` (or None). `use_cache=False` always: with a cache
-    object transformers does not detect packed sequences and attends across samples.
+    `attention_mask` (padded), and `pixel_values` (or None). `packed` (`model.packed_attention.PackedRows`)
+    gives packed attention the sample boundaries; a packed batch from `data.packing` carries them itself.
+    `use_cache=False` always: with a cache object transformers does not detect packed sequences and
+    attends across samples.
     """
     targets = shift_targets(batch["labels"])
     keep = targets != IGNORE_INDEX
     inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "position_ids")
               if batch.get(k) is not None}
+    if packed is None and batch.get("sample_lengths") is not None:
+        from llava15.model.packed_attention import from_batch
+
+        packed = from_batch(batch, last_layer_rows=False).to(batch["input_ids"].device)
+    if packed is not None:
+        inputs[PACKED_KWARG] = packed
     out = model(**inputs, use_cache=False, logits_to_keep=keep)
     logits = out.logits
     loss_sum = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
@@ -54,4 +65,8 @@ def full_vocab_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     """Reference: HF's own loss on full logits (mean over supervised tokens). Used by tests/benchmarks."""
     inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "position_ids")
               if batch.get(k) is not None}
+    if batch.get("sample_lengths") is not None:
+        from llava15.model.packed_attention import from_batch
+
+        inputs[PACKED_KWARG] = from_batch(batch, last_layer_rows=False).to(batch["input_ids"].device)
     return model(**inputs, labels=batch["labels"], use_cache=False).loss

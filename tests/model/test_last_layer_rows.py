@@ -9,7 +9,7 @@ from transformers import LlavaForConditionalGeneration
 
 from llava15.data.packing import pack_rows
 from llava15.model.last_layer_rows import LastLayerRows
-from llava15.model.packed_attention import use_packed_attention
+from llava15.model.packed_attention import packed_rows, use_packed_attention
 from llava15.train.loss import supervised_loss_sum, supervised_rows
 
 
@@ -49,8 +49,12 @@ def _padded(ids: list[torch.Tensor], labels: list[torch.Tensor]) -> dict:
 def _loss_and_grads(model, batch, last_layer: LastLayerRows | None):
     model.zero_grad(set_to_none=True)
     rows = last_layer.rows_only(supervised_rows(batch["labels"])) if last_layer else torch.enable_grad()
+    packed = None
+    if "position_ids" in batch:  # the boundaries from the host batch, the query rows for the last layer
+        packed = packed_rows(batch["position_ids"].cpu(), batch["labels"].cpu() if last_layer else None)
+        packed = packed.to(batch["input_ids"].device)
     with rows:
-        loss, _ = supervised_loss_sum(model, batch)
+        loss, _ = supervised_loss_sum(model, batch, packed)
         loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -72,7 +76,7 @@ def test_loss_and_gradients_equal_the_full_computation(tiny_llava_dir, layout, c
     else:
         batch = _padded(ids, labels)
     batch["pixel_values"] = _pixels(model)
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ref_loss, ref_grads = _loss_and_grads(model, batch, None)

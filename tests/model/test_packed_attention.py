@@ -1,100 +1,132 @@
-"""Packed-row attention: the same logits and gradients as transformers' own packed-sequence handling."""
+"""Packed-row attention: every packed sample gets the logits, loss and gradients it gets alone, the sample
+boundaries travel as host integers (no device read in the forward), and the last layer's query
+restriction changes nothing the loss reads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from llava15.data.packing import pack_rows
+from llava15.data.packing import pack_rows, plan_rows
+from llava15.model.last_layer_rows import LastLayerRows, decoder_layers
 from llava15.model.packed_attention import (
+    KWARG,
     PACKED_SDPA,
-    packed_sdpa_attention,
-    sample_spans,
+    packed_rows,
     use_packed_attention,
+    uses_packed_attention,
 )
+from llava15.train.loss import supervised_loss_sum, supervised_rows
 
 
-def _packed_batch(model) -> dict:
-    """Two rows: an image sample + a text sample, and one text sample; ragged, so row ends are padded."""
+def _samples(model, n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """`n` samples of mixed lengths (3-40 text tokens), every other one with an image."""
     cfg = model.config
     n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
     vocab = cfg.text_config.vocab_size
+    out = []
+    for i in range(n):
+        n_text = int(torch.randint(3, 41, (1,), generator=g))
+        text = torch.randint(3, vocab - 10, (n_text + 3,), generator=g)
+        image = i % 2 == 0
+        ids = torch.cat([torch.tensor([1]), text[:3], *([torch.full((n_img,), cfg.image_token_id)] if image else []),
+                         text[3:]])
+        labels = ids.clone()
+        labels[: len(ids) - n_text // 2 - 1] = -100  # the prompt and the first half of the answer: no loss
+        out.append((ids, labels, image))
+    return out
 
-    def sample(n_text: int, image: bool) -> torch.Tensor:
-        text = torch.randint(3, vocab - 10, (n_text,), generator=g)
-        parts = [torch.tensor([1]), text[:3]] + ([torch.full((n_img,), cfg.image_token_id)] if image else [])
-        return torch.cat([*parts, text[3:]])
 
-    ids = [sample(20, True), sample(13, False), sample(30, False)]
-    labels = [torch.where(x == cfg.image_token_id, -100, x) for x in ids]
-    batch = pack_rows(ids, labels, [[0, 1], [2]], pad_token_id=0)
-    batch["pixel_values"] = torch.randn(1, 3, cfg.vision_config.image_size, cfg.vision_config.image_size,
-                                        generator=g)
+def _pixels(model, n: int) -> torch.Tensor | None:
+    size = model.config.vision_config.image_size
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(1)) if n else None
+
+
+def _packed(model, samples, budget: int) -> dict:
+    ids, labels = [s[0] for s in samples], [s[1] for s in samples]
+    rows = plan_rows([len(x) for x in ids], budget)
+    batch = pack_rows(ids, labels, rows, pad_token_id=0)
+    order = [i for row in rows for i in row]
+    batch["pixel_values"] = _pixels(model, sum(samples[i][2] for i in order))
+    batch["image_order"] = [i for i in order if samples[i][2]]
     return batch
 
 
-def _logits_and_grads(model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad()
-    out = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                position_ids=batch["position_ids"], use_cache=False)
-    out.logits.float().pow(2).mean().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    return out.logits.detach(), grads
-
-
-def test_packed_rows_match_transformers_block_mask(tiny_llava_dir):
-    """The packed attention isolates each sample exactly as transformers' sdpa with its block-diagonal
-    mask does (logits and every gradient), including GQA (the tiny LM has 4 query / 2 key-value heads)."""
+def _model(tiny_llava_dir) -> LlavaForConditionalGeneration:
     model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32)
     model.config.text_config.use_cache = False
-    batch = _packed_batch(model)
-    ref_logits, ref_grads = _logits_and_grads(model, batch)
-    assert use_packed_attention(model)
+    return model
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("n_samples,budget,last_layer", [(1, 200, False), (5, 120, False), (16, 400, False),
+                                                         (9, 160, True), (16, 400, True)])
+def test_packed_rows_equal_each_sample_alone(tiny_llava_dir, n_samples, budget, last_layer):
+    """Loss sum and every gradient of a packed batch (1-16 samples of mixed lengths in one or more rows,
+    ragged row ends) equal the sum over the samples run alone with plain sdpa, to 1e-5 in fp32; with
+    `last_layer`, the last decoder layer computes only the supervised rows."""
+    model = _model(tiny_llava_dir)
+    samples = _samples(model, n_samples)
+    batch = _packed(model, samples, budget)
+
+    # reference: each sample alone, its own image, plain sdpa attention
+    model.zero_grad()
+    pixels = batch["pixel_values"]
+    image_of = {s: k for k, s in enumerate(batch["image_order"])}
+    ref_total = 0.0
+    for i, (ids, labels, image) in enumerate(samples):
+        alone = {"input_ids": ids[None], "labels": labels[None], "attention_mask": torch.ones_like(ids)[None],
+                 "pixel_values": pixels[image_of[i]:image_of[i] + 1] if image else None}
+        loss, _ = supervised_loss_sum(model, alone)
+        loss.backward()
+        ref_total += float(loss)
+    ref = _grads(model)
+
+    assert use_packed_attention(model) and uses_packed_attention(model)
     assert model.config.text_config._attn_implementation == PACKED_SDPA
     assert model.config.vision_config._attn_implementation == "sdpa"
-    logits, grads = _logits_and_grads(model, batch)
-    torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
-    assert grads.keys() == ref_grads.keys()
-    for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    model.zero_grad()
+    rows = LastLayerRows(model) if last_layer else None
+    packed = packed_rows(batch["position_ids"], batch["labels"] if last_layer else None)
+    ctx = rows.rows_only(supervised_rows(batch["labels"])) if rows else torch.enable_grad()
+    with ctx:
+        loss, _ = supervised_loss_sum(model, batch, packed)
+        loss.backward()
+    assert float(loss) == pytest.approx(ref_total, rel=1e-5)
+    got = _grads(model)
+    assert got.keys() == ref.keys()
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=1e-5, msg=name)
 
 
-def test_packed_sample_equals_the_sample_alone(tiny_llava_dir):
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32)
+def test_the_boundaries_are_host_integers_and_a_layer_compiles_as_one_graph(tiny_llava_dir):
+    """No `.cpu()`/`.item()`/`.tolist()` in the forward: one decoder layer compiles with `fullgraph=True`
+    (a device read would break the graph) and gives the eager result."""
+    model = _model(tiny_llava_dir)
     use_packed_attention(model)
-    batch = _packed_batch(model)
-    with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                       position_ids=batch["position_ids"], use_cache=False).logits
-        s, e = sample_spans(batch["position_ids"][0])[1]  # the text-only sample behind the image sample
-        alone = model(input_ids=batch["input_ids"][:1, s:e], use_cache=False).logits
-    torch.testing.assert_close(packed[:1, s:e], alone, rtol=1e-5, atol=1e-5)
+    batch = _packed(model, _samples(model, 4), 200)
+    packed = packed_rows(batch["position_ids"])
+    assert all(isinstance(n, int) for row in packed.lengths for n in row)
+    layer = decoder_layers(model)[0]
+    lm = model.model.language_model
+    hidden = torch.randn(1, batch["input_ids"].shape[1], model.config.text_config.hidden_size)
+    position_embeddings = lm.rotary_emb(hidden, position_ids=batch["position_ids"][:1])
+    kw = {"attention_mask": None, "position_ids": batch["position_ids"][:1],
+          "position_embeddings": position_embeddings, KWARG: packed_rows(batch["position_ids"][:1])}
+    eager = layer(hidden, **kw)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(hidden, **kw), eager)
 
 
-def test_sample_spans():
-    assert sample_spans(torch.tensor([0, 1, 2, 0, 1, 0])) == [(0, 3), (3, 5), (5, 6)]
-    assert sample_spans(torch.tensor([0, 1, 2, 3])) == [(0, 4)]
-
-
-def test_a_given_mask_is_plain_sdpa_with_that_mask(tiny_llava_dir):
-    """A caller outside the packing runner that passes a mask gets transformers' sdpa with that mask."""
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32)
-    attn = model.model.language_model.layers[0].self_attn
-    g = torch.Generator().manual_seed(1)
-    q, kv = torch.randn(2, 4, 9, 16, generator=g), torch.randn(2, 2, 9, 16, generator=g)
-    mask = torch.ones(2, 1, 9, 9, dtype=torch.bool).tril()
-    mask[1, :, :, 6:] = False
-    got, _ = packed_sdpa_attention(attn, q, kv, kv, mask, position_ids=torch.tensor([[0, 1, 2, 0, 1, 2, 3, 4, 5]]))
-    want, _ = sdpa_attention_forward(attn, q, kv, kv, mask)
-    torch.testing.assert_close(got, want)
-
-
-def test_missing_position_ids_is_a_clear_error(tiny_llava_dir):
-    model = LlavaForConditionalGeneration.from_pretrained(tiny_llava_dir, dtype=torch.float32)
-    attn = model.model.language_model.layers[0].self_attn
-    q = torch.randn(1, 4, 5, 16)
-    with pytest.raises(ValueError, match="position_ids"):
-        packed_sdpa_attention(attn, q, q[:, :2], q[:, :2], None)
+def test_packed_attention_without_boundaries_is_a_clear_error(tiny_llava_dir):
+    model = _model(tiny_llava_dir)
+    use_packed_attention(model)
+    batch = _packed(model, _samples(model, 2), 200)
+    with pytest.raises(ValueError, match="llava15_packed"):
+        model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], pixel_values=batch["pixel_values"])

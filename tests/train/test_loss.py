@@ -46,7 +46,7 @@ def test_the_runners_step_equals_full_vocab_loss(samples) -> None:
     """As `llava15 train` computes it by default: one packed row under the packed attention, the last
     decoder layer on supervised rows only; the loss and gradients of HF's full-vocabulary loss."""
     from llava15.model.last_layer_rows import LastLayerRows
-    from llava15.model.packed_attention import use_packed_attention
+    from llava15.model.packed_attention import packed_rows, use_packed_attention
     from llava15.train.loss import supervised_rows
 
     model = tiny_llava()
@@ -58,7 +58,7 @@ def test_the_runners_step_equals_full_vocab_loss(samples) -> None:
     assert use_packed_attention(model)
     packed = packed_batch(samples, n_images=2)
     with LastLayerRows(model).rows_only(supervised_rows(packed["labels"])):
-        total, count = supervised_loss_sum(model, packed)
+        total, count = supervised_loss_sum(model, packed, packed_rows(packed["position_ids"], packed["labels"]))
         (total / count).backward()
     torch.testing.assert_close(total.detach() / count, reference.detach(), atol=1e-5, rtol=0)
     for name, grad in want.items():
