@@ -22,7 +22,6 @@ import io
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,18 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llava15.data.conversation import IMAGE_TOKEN, Message
 from llava15.infer.decoding import DecodingParams
-
-
-@dataclass
-class Limits:
-    max_request_bytes: int = 32 * 1024 * 1024
-    max_images: int = 8
-    max_image_pixels: int = 4096 * 4096
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_tokens: int = 2048
-    default_max_tokens: int = 512
-    allowed_image_dir: str | None = None
-    allow_remote_images: bool = False
+from llava15.infer.limits import Limits
 
 
 class APIError(Exception):
