@@ -183,7 +183,7 @@ def _serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (faster decoding; each new batch size and cache-length "
                         "bucket compiles first, ~20-30 s for a small model on 2 CPU cores)")
-    p.set_defaults(_checks=[("model", "model"), ("folder", "allowed_image_dir")])
+    p.set_defaults(_checks=[("port", "port"), ("model", "model"), ("folder", "allowed_image_dir")])
 
 
 def _eval_run(p: argparse.ArgumentParser) -> None:
@@ -332,6 +332,7 @@ def _preflight(args: argparse.Namespace) -> None:
         "lora_adapter": pf.check_lora_adapter, "image": pf.check_image_file, "folder": pf.check_folder,
         "data": pf.check_data_path,
         "files": lambda value, what: [pf.check_data_path(v, what) for v in str(value).split(",") if v],
+        "port": lambda value, what: pf.check_port_free(args.host, value),
     }
     for kind, attr in getattr(args, "_checks", []):
         values = getattr(args, attr, None)

@@ -13,13 +13,17 @@ path fails in a fraction of a second instead of after minutes of loading.
   equals the file's), so a truncated download is named before loading fails somewhere inside.
 - `check_image_file(path, what)`, `check_folder(path, what)`, `check_data_path(path, what)`.
 - `check_destination(path, overwrite, what)`: refuses a non-empty destination without `--overwrite`.
+- `bind_port(host, port) -> socket`: the server's listening socket, bound before the model loads, so a
+  taken port is named at once; `check_port_free` binds and releases it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import socket
 import struct
 from pathlib import Path
 
@@ -179,3 +183,28 @@ def check_destination(path: str, overwrite: bool, what: str = "destination") -> 
     if p.is_dir() and any(p.iterdir()) and not overwrite:
         raise InputError(f"{what} {path} exists and is not empty; choose another folder, or pass --overwrite "
                          "to write into it (files of the same name are replaced)")
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (not yet listening); a taken port or foreign address is an `InputError`."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InputError(f"--port {port}: {host}:{port} is already in use (another server?); pick another "
+                             "--port or stop the process that holds it") from None
+        if exc.errno == errno.EACCES:
+            raise InputError(f"--port {port}: permission denied (ports below 1024 need privileges)") from None
+        raise InputError(f"--host {host} --port {port}: cannot bind ({exc.strerror})") from None
+    return sock
+
+
+def check_port_free(host: str, port: int) -> None:
+    bind_port(host, port).close()
