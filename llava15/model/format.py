@@ -135,11 +135,18 @@ def write_meta(folder: str | Path, meta: CheckpointMeta) -> Path:
     return path
 
 
+def has_cls_token(vision_config: Any) -> bool:
+    """CLIP's vision tower prepends a CLS token to its patch features; SigLIP's does not."""
+    return str(getattr(vision_config, "model_type", "")).startswith("clip")
+
+
 def num_image_tokens(config: Any) -> int:
-    """Placeholder tokens per image: patches, plus the CLS token for the `full` strategy."""
+    """Placeholder tokens per image: the tower's output tokens (patches, plus CLIP's CLS token), less the
+    first one under the `default` strategy (which drops it, as transformers' LLaVA does: on CLIP that is
+    the CLS token, so SigLIP towers use `full`)."""
     vc = config.vision_config
-    patches = (vc.image_size // vc.patch_size) ** 2
-    return patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+    tokens = (vc.image_size // vc.patch_size) ** 2 + (1 if has_cls_token(vc) else 0)
+    return tokens - (1 if config.vision_feature_select_strategy == "default" else 0)
 
 
 def is_original_layout(config: dict) -> bool:

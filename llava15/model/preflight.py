@@ -8,7 +8,8 @@ path fails in a fraction of a second instead of after minutes of loading.
   safetensors headers agree with their sizes, every shard of the index present), or a hub id; with
   `HF_HUB_OFFLINE=1` the id must already be in the local hub cache.
 - `check_tokenizer_ref(ref, what)`: a local folder or a hub id (cached when offline).
-- `check_lora_adapter(folder, what)`: a llava15 LoRA adapter folder (what `llava15 merge` takes).
+- `check_lora_adapter(folder, what)`: a llava15 LoRA adapter folder (what `llava15 merge` takes) whose
+  base checkpoint passes `check_model_ref`.
 - `check_weight_files(folder)`: the safetensors files of a folder are whole (the header's data size
   equals the file's), so a truncated download is named before loading fails somewhere inside.
 - `check_image_file(path, what)`, `check_folder(path, what)`, `check_data_path(path, what)`.
@@ -148,6 +149,8 @@ def check_lora_adapter(folder: str, what: str = "ADAPTER_DIR") -> None:
         hint = " (a LoRA run writes it to <output_dir>/adapter)"
         raise InputError(f"{what} {folder}: not a llava15 LoRA adapter folder ({found}); `llava15 merge` takes "
                          f"the adapter folder of a LoRA training run{hint}")
+    if meta.get("base"):
+        check_model_ref(str(meta["base"]), f"the base checkpoint named in {meta_file}:")
 
 
 def check_image_file(path: str, what: str = "--image") -> None:
