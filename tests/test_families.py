@@ -18,6 +18,7 @@ from llava15.cli import main
 from llava15.data.conversation import Conversation, Message
 from llava15.data.templates import get_template
 from llava15.data.tokenization import IGNORE_INDEX, encode_conversation
+from llava15.infer.export import validate_vllm_layout
 from llava15.model.tokenizer import add_image_token
 from llava15.testing import (
     FAMILIES,
@@ -101,6 +102,7 @@ def test_family_trains_saves_loads_and_chats(family, towers, tmp_path, capsys):
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
     meta = json.loads((out / "final" / "llava15.json").read_text())
     assert meta["template"] == template
+    assert validate_vllm_layout(out / "final") == []  # what vLLM and the HF processor would load
 
     bundle = llava15.load(str(out / "final"), device="cpu")
     assert bundle.template == template

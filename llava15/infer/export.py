@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from llava15.model.format import read_meta
+from llava15.model.format import num_image_tokens, read_meta
 from llava15.model.load import load_bundle
 from llava15.model.save import save_checkpoint
 
@@ -91,9 +91,11 @@ def validate_vllm_layout(folder: str | Path) -> list[str]:
 
 
 def _expected_image_tokens(cfg: dict) -> int:
-    vision = cfg["vision_config"]
-    patches = (vision["image_size"] // vision["patch_size"]) ** 2
-    return patches + (1 if cfg.get("vision_feature_select_strategy") == "full" else 0)
+    from types import SimpleNamespace
+
+    return num_image_tokens(SimpleNamespace(
+        vision_config=SimpleNamespace(**cfg["vision_config"]),
+        vision_feature_select_strategy=cfg.get("vision_feature_select_strategy", "default")))
 
 
 def _check_processor(folder: Path, cfg: dict, image_id: int) -> list[str]:
