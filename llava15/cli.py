@@ -83,6 +83,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list-keys", action="store_true",
                    help="list every recipe key with its type, default and meaning, and the packaged recipes")
     p.epilog = f"packaged recipes: {', '.join(packaged_recipes())}"
+    p.set_defaults(_checks=[("recipe", "recipe")])
 
 
 def _convert(p: argparse.ArgumentParser) -> None:
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _preflight(args: argparse.Namespace) -> None:
     """The subcommand's input checks (`_checks`) and its destination rule, before anything loads."""
+    from llava15.config import load_recipe
     from llava15.model import preflight as pf
 
     checks: dict[str, Callable[[str, str], None]] = {
@@ -333,6 +335,7 @@ def _preflight(args: argparse.Namespace) -> None:
         "data": pf.check_data_path,
         "files": lambda value, what: [pf.check_data_path(v, what) for v in str(value).split(",") if v],
         "port": lambda value, what: pf.check_port_free(args.host, value),
+        "recipe": lambda value, what: pf.check_recipe_inputs(load_recipe(value, list(args.overrides or []))),
     }
     for kind, attr in getattr(args, "_checks", []):
         values = getattr(args, attr, None)

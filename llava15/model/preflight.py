@@ -14,6 +14,8 @@ path fails in a fraction of a second instead of after minutes of loading.
   equals the file's), so a truncated download is named before loading fails somewhere inside.
 - `check_image_file(path, what)`, `check_folder(path, what)`, `check_data_path(path, what)`.
 - `check_destination(path, overwrite, what)`: refuses a non-empty destination without `--overwrite`.
+- `check_recipe_inputs(cfg)`: a training recipe's data file and models (before `llava15 train` builds
+  anything).
 - `bind_port(host, port) -> socket`: the server's listening socket, bound before the model loads, so a
   taken port is named at once; `check_port_free` binds and releases it.
 """
@@ -27,6 +29,7 @@ import re
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 META_FILE = "llava15.json"  # model.format.META_FILE (format imports torch; this module must not)
@@ -211,3 +214,24 @@ def bind_port(host: str, port: int) -> socket.socket:
 
 def check_port_free(host: str, port: int) -> None:
     bind_port(host, port).close()
+
+
+def check_recipe_inputs(cfg: Any) -> None:
+    """The files a recipe (`RecipeConfig`) names: its data file, and its models as folders or hub ids.
+
+    `data.image_folder` is left to the trainer, which counts the images it cannot find.
+    """
+    if not cfg.data.path:
+        raise InputError("data.path is empty: set it to the training data file (data.path=FILE)")
+    check_data_path(cfg.data.path, "data.path")
+    if cfg.model.init_checkpoint:
+        check_model_ref(cfg.model.init_checkpoint, "model.init_checkpoint")
+    else:
+        check_model_ref(cfg.model.vision_tower, "model.vision_tower")
+        llm = cfg.model.llm
+        if llm.endswith(".gguf"):
+            check_data_path(llm, "model.llm")
+        elif "/" in llm or Path(llm).exists():  # otherwise a packaged alias, which the trainer resolves
+            check_model_ref(llm, "model.llm")
+    if cfg.model.init_projector:
+        check_data_path(cfg.model.init_projector, "model.init_projector")
