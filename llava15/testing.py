@@ -15,8 +15,8 @@ Contract (everything deterministic, seeded; nothing touches the network):
   supported LLM families in miniature (`llama3`, `qwen2`, `mistral`, `phi3`): the family's architecture,
   special tokens, BOS rule and real chat template string; `make_tiny_siglip(dir)`: a SigLIP vision
   tower with SigLIP's image processor config.
-- `make_bench_small_llava(dir, tokenizer_dir=None) -> Path`: the "bench-small" shape of
-  `spec/cpu_baseline.md` (CLIP 336/14 hidden 256 ×4, Llama hidden 512 ×4, vocab 32064, image token
+- `make_bench_small_llava(dir, tokenizer_dir=None) -> Path`: the "bench-small" shape the CPU
+  benchmarks use (CLIP 336/14 hidden 256 ×4, Llama hidden 512 ×4, vocab 32064, image token
   32000). The tokenizer is `tokenizer_dir` (e.g. the spec's Vicuna tokenizer fixture, 32000 pieces);
   without it the tiny tokenizer is used with the same 32064-row matrices (`<image>` is then id 384).
 """
@@ -163,7 +163,7 @@ def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = DEFAULT
 
 def make_bench_small_llava(dir: str | Path, tokenizer_dir: str | Path | None = None,
                            template: str = DEFAULT_TEMPLATE) -> Path:
-    """The bench-small model of spec/cpu_baseline.md (49.3 M parameters), saved as a checkpoint."""
+    """The bench-small model of the CPU benchmarks (49.3 M parameters), saved as a checkpoint."""
     from llava15.model.build import build_llava
     from llava15.model.save import save_checkpoint
 

@@ -4,13 +4,13 @@ Contract:
 - `export_vllm(src, dst) -> list[str]`: loads any checkpoint `load_bundle` reads (llava15, llava-hf,
   original LLaVA layout), writes it with `save_checkpoint` (canonical 4.x key names,
   `text_config.architectures`, `preprocessor_config.json` + `processor_config.json`, tokenizer with
-  `<image>`, `chat_template.jinja`; hf_llava.md §6) and returns `validate_vllm_layout(dst)`.
+  `<image>`, `chat_template.jinja`; docs/conversion.md) and returns `validate_vllm_layout(dst)`.
 - `validate_vllm_layout(folder) -> list[str]`: the problems vLLM would hit (empty = none): config
   fields, weight key names read from the safetensors headers, `<image>` as one token equal to
   `image_token_index`, processor files, and the HF processor's own placeholder count on a real image
   (the 575-vs-576 trap) equal to the model's image features.
 - `run_export(args)`: exit status 0 when the folder validates, after printing the `vllm serve` command
-  and the one known difference from llava15's engine (hf_llava.md §9.3).
+  and the one known difference from llava15's engine (docs/conversion.md).
 """
 
 from __future__ import annotations
