@@ -13,7 +13,7 @@ Contract:
   reverse. Added vocabulary rows are removed; original→HF→original is bit-exact for every tensor. A
   model with no recorded tower reference gets its tower written to `dst/vision_tower/` and referenced
   by absolute path.
-- Layouts are told apart by fields (`mm_vision_tower` and no `text_config` = original; hf_llava §9.1),
+- Layouts are told apart by fields (`mm_vision_tower` and no `text_config` = original),
   never by `model_type`. Keys are renamed by anchored regex rules; every source key must match exactly
   one rule and the result must be exactly the target model's key set, else `ConversionError` lists the
   leftovers.
