@@ -48,7 +48,7 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     if position_ids is None or kwargs.get("sliding_window") is not None:
         raise ValueError(f"{PACKED_SDPA}: this language model's attention gets no position_ids or uses a sliding "
                          "window, so packed samples cannot be told apart here; set model.attn_implementation "
-                         "to flash_attention_2 or eager, or data.batching=pad")
+                         "to flash_attention_2 or eager, or data.batching=modality_grouped (padded batches)")
     gqa = query.shape[1] != key.shape[1]
     width = query.shape[2]
     rows = []
