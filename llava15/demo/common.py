@@ -25,7 +25,7 @@ EVAL_BENCHMARKS = "vqav2,pope,mme,scienceqa,mmbench,textvqa"
 VISION = dict(image_size=96, patch_size=32, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
               num_attention_heads=4, projection_dim=128, hidden_act="quick_gelu")
 VISION_PRETRAIN_IMAGES = 16000  # fresh synthetic scenes for the tower's dense pretraining
-VISION_PRETRAIN_BATCH = 16  # 1000 steps; held-out shape accuracy 0.97 (benchmarks/RESULTS.md)
+VISION_PRETRAIN_BATCH = 16  # 1000 steps; held-out shape accuracy 0.97 (benchmarks/history.md)
 SMOKE_VISION_PRETRAIN_IMAGES = 64
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
             num_key_value_heads=6, max_position_embeddings=1024)

@@ -7,7 +7,7 @@ L² per layer whatever its samples. `packed_sdpa_attention` runs causal SDPA on 
 so the row costs the sum of the samples' squared lengths (bench-small stage 2, 8 samples in one row of
 5,893 tokens: 4.9 M query-key pairs instead of 34.7 M). That lets the runner pack each micro-batch into
 one row with no padding; with rows of 2,048 under transformers' mask the same step took 6.7 s, under
-this attention 5.6 s, as one row 4.0 s (2-core CPU, benchmarks/RESULTS.md).
+this attention 5.6 s, as one row 4.0 s (2-core CPU, benchmarks/history.md).
 
 It is registered with transformers' `AttentionInterface` under `PACKED_SDPA` (a public extension point;
 no transformers code is changed) and the training runner switches the language model to it only for
