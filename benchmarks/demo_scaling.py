@@ -6,8 +6,8 @@ evaluation, printing VQA-like accuracy, POPE-like F1, compliance and per-kind VQ
 change the stage-1/2 recipes (epochs, batch, lr), the number of training scenes, the LM's shape, and
 whether the LM first learns to copy ([BOS] x x on random tokens: an induction circuit, which
 question-driven lookup needs), and the stage-2 mixture (round 4: the share kept of each record kind).
-Built for one GPU, where 8 variants run at once in ~3-6 minutes; figures in benchmarks/RESULTS.md and benchmarks/history.md
-("Session 5", "Session 9").
+Built for one GPU, where 8 variants run at once in ~3-6 minutes; figures in benchmarks/RESULTS.md
+("What the from-scratch demo needs") and benchmarks/history.md (every round).
 
     python benchmarks/demo_scaling.py --root demo-output --out /tmp/scaling --round 1
 """
