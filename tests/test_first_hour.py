@@ -61,6 +61,7 @@ def test_config_mistakes_name_the_key_or_the_file_and_line(files):
     _fails_cleanly(_run(["train", "tiny_cpu", "train.stage=projector+lora"], files), "lora.enabled")
     _fails_cleanly(_run(["train", "no_such_recipe"], files), "no_such_recipe", "stage2_finetune")
     _fails_cleanly(_run(["train", "tiny_cpu", "data.path=missing.json"], files), "data.path missing.json")
+    _fails_cleanly(_run(["train", "tiny_cpu", "data.template=vicuna"], files), "data.template", "vicuna_v1")
 
 
 def test_data_mistakes_name_the_file_and_line(files):
@@ -84,6 +85,8 @@ def test_model_mistakes_name_the_folder_file_or_id(files, tiny_llava_dir):
                    "--image nope.png", "no such file")
     _fails_cleanly(_run(["merge", str(tiny_llava_dir), "merged"], files), "not a llava15 LoRA adapter folder",
                    "describes a full checkpoint")
+    _fails_cleanly(_run(["eval", "run", "--model", str(tiny_llava_dir), "--benchmarks", "pope", "--data-root",
+                         "no-eval-data", "--out", "ev"], files), "--data-root no-eval-data", "no such folder")
 
 
 def test_unknown_choices_are_usage_errors_that_list_the_known_ones(files, tiny_llava_dir):
@@ -130,3 +133,15 @@ def test_debug_shows_the_traceback_and_an_unexpected_error_asks_for_a_report(fil
         assert _report(exc, "llava15 x", debug=False) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "please report it" in err
+
+
+def test_demo_overwrite_replaces_only_the_demos_own_outputs(tmp_path):
+    from llava15.demo.common import OUTPUTS, clear_previous_outputs
+
+    for name in OUTPUTS:
+        (tmp_path / name).mkdir() if "." not in name else (tmp_path / name).write_text("{}")
+    (tmp_path / "stage2" / "final").mkdir()
+    (tmp_path / "notes.txt").write_text("mine\n")
+    clear_previous_outputs(tmp_path, keep=str(tmp_path / "stage2" / "final"))  # --eval-only's checkpoint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "stage2"]
+    assert (tmp_path / "stage2" / "final").is_dir()

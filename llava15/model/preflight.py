@@ -14,8 +14,8 @@ path fails in a fraction of a second instead of after minutes of loading.
   equals the file's), so a truncated download is named before loading fails somewhere inside.
 - `check_image_file(path, what)`, `check_folder(path, what)`, `check_data_path(path, what)`.
 - `check_destination(path, overwrite, what)`: refuses a non-empty destination without `--overwrite`.
-- `check_recipe_inputs(cfg)`: a training recipe's data file and models (before `llava15 train` builds
-  anything).
+- `check_recipe_inputs(cfg)`: a training recipe's template, data file and models (before `llava15 train`
+  builds anything).
 - `bind_port(host, port) -> socket`: the server's listening socket, bound before the model loads, so a
   taken port is named at once; `check_port_free` binds and releases it.
 """
@@ -217,10 +217,17 @@ def check_port_free(host: str, port: int) -> None:
 
 
 def check_recipe_inputs(cfg: Any) -> None:
-    """The files a recipe (`RecipeConfig`) names: its data file, and its models as folders or hub ids.
+    """What a recipe (`RecipeConfig`) names: its template, its data file, its models as folders or hub ids.
 
     `data.image_folder` is left to the trainer, which counts the images it cannot find.
     """
+    from llava15.data.templates import get_template
+
+    if cfg.data.template != "hf_chat_template":
+        try:
+            get_template(cfg.data.template)
+        except ValueError as exc:
+            raise InputError(f"data.template: {exc}") from None
     if not cfg.data.path:
         raise InputError("data.path is empty: set it to the training data file (data.path=FILE)")
     check_data_path(cfg.data.path, "data.path")
