@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe_keys())
         return 0
-    if args._target.endswith("train.run:main") and not args.recipe:
+    if "recipe" in vars(args) and not args.recipe:
         args._parser.error("the recipe is required (a packaged recipe's name or a YAML file; "
                            "`llava15 train --list-keys` lists the recipes and keys)")
     try:

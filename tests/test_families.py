@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 from PIL import Image
@@ -80,8 +81,17 @@ def towers(tmp_path_factory) -> dict[str, str]:
     return {"clip": str(make_tiny_clip(root / "clip")), "siglip": str(make_tiny_siglip(root / "siglip"))}
 
 
+@pytest.fixture
+def same_environment():
+    """`main` quiets the libraries through environment variables; keep them from leaking into later tests."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_family_trains_saves_loads_and_chats(family, towers, tmp_path, capsys):
+def test_family_trains_saves_loads_and_chats(family, towers, tmp_path, capsys, same_environment):
     import llava15
 
     lm = make_tiny_family_lm(tmp_path / "lm", family)

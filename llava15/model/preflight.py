@@ -33,6 +33,7 @@ from typing import Any
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 META_FILE = "llava15.json"  # model.format.META_FILE (format imports torch; this module must not)
+TOKENIZER_FILES = ("tokenizer*", "vocab*", "merges.txt", "*.model")
 
 
 class InputError(ValueError):
@@ -56,8 +57,9 @@ def _check_hub_id(ref: str, what: str, filename: str) -> Path | None:
         return None  # downloaded (or found in the cache) when the command loads it
     folder = _cached_hub_folder(ref, filename)
     if folder is None:
-        raise InputError(f"{what} {ref}: a hub id, but HF_HUB_OFFLINE=1 and it is not in the local hub cache; "
-                         f"download it where the hub is reachable (`hf download {ref}`) or pass a local folder")
+        raise InputError(f"{what} {ref}: no such folder, and as a hub id it is not in the local hub cache while "
+                         f"HF_HUB_OFFLINE=1; pass an existing folder, or download it where the hub is reachable "
+                         f"(`hf download {ref}`)")
     return folder
 
 
@@ -86,9 +88,9 @@ def check_model_ref(ref: str, what: str = "--model") -> None:
 def check_tokenizer_ref(ref: str, what: str = "--tokenizer") -> None:
     path = Path(ref).expanduser()
     if path.is_dir():
-        if not any(path.glob("tokenizer*")):
+        if not any(f for pattern in TOKENIZER_FILES for f in path.glob(pattern)):
             raise InputError(f"{what} {ref}: no tokenizer files (tokenizer.json, tokenizer.model, "
-                             "tokenizer_config.json) in this folder")
+                             "tokenizer_config.json, vocab/merges) in this folder")
     elif path.exists():
         raise InputError(f"{what} {ref}: a file; pass the folder that holds the tokenizer files")
     elif HUB_ID.fullmatch(ref) and not ref.startswith("."):
