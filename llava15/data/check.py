@@ -29,11 +29,9 @@ from typing import Any
 
 from llava15.config import DEFAULT_TEMPLATE
 from llava15.data.conversation import IMAGE_TOKEN, DataError, Message, move_images_to_front
-from llava15.data.dataset import check_record, image_path
+from llava15.data.dataset import Problems, check_record, image_path
 from llava15.data.formats import record_images
 from llava15.data.tolerant_reader import Item, read_items
-
-MAX_EXAMPLES = 5
 
 
 @functools.lru_cache(maxsize=4)
@@ -78,26 +76,6 @@ def _label(item: Item, record: Any) -> str:
     return f"{name} (line {item.line})" if item.line is not None else name
 
 
-class _Tally:
-    """Problems by reason: count, the first few examples, the first message."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-        self.examples: dict[str, list[str]] = {}
-        self.messages: dict[str, str] = {}
-
-    def add(self, err: DataError, label: str) -> None:
-        self.counts[err.reason] += 1
-        examples = self.examples.setdefault(err.reason, [])
-        if len(examples) < MAX_EXAMPLES:  # memory stays flat on a file with many bad records
-            examples.append(label)
-        self.messages.setdefault(err.reason, str(err))
-
-    def as_json(self) -> dict:
-        return {k: {"count": v, "examples": self.examples[k], "message": self.messages[k]}
-                for k, v in sorted(self.counts.items())}
-
-
 def _checks_run(root: str | None, tokenizer: Any) -> tuple[list[str], dict[str, str]]:
     ran = ["JSON/UTF-8 of every line", "record structure", "role order"]
     skipped = {}
@@ -118,7 +96,7 @@ def run_check(args: Any) -> int:
     max_len = getattr(args, "model_max_length", None) or 2048
     n_img_tok = getattr(args, "num_image_tokens", None) or 576
     source, root = str(args.file), getattr(args, "images", None)
-    problems, modality, turns = _Tally(), Counter(), Counter()
+    problems, modality, turns = Problems(), Counter(), Counter()
     lengths, supervised, tokens, total, truncated, complete = [], 0, 0, 0, 0, True
     from llava15.data.templates import get_template
 
@@ -155,11 +133,14 @@ def run_check(args: Any) -> int:
         n = len(record_images(record))
         modality["text-only" if n == 0 else "one image" if n == 1 else "several images"] += 1
         turns[sum(1 for m in conv.messages if m.role == "assistant")] += 1
-    bad = sum(problems.counts.values())
+    bad = problems.total
     ran, skipped = _checks_run(root, tokenizer)
     report = {
         "file": source, "records": total, "good": total - bad, "bad": bad, "complete": complete,
-        "checks": ran, "not_checked": skipped, "template": tmpl.name, "problems": problems.as_json(),
+        "checks": ran, "not_checked": skipped, "template": tmpl.name,
+        "problems": {k: {"count": v, "examples": problems.examples[k],
+                         "message": problems.messages[problems.examples[k][0]]}
+                     for k, v in sorted(problems.counts.items())},
         "modality": dict(modality), "rounds": {str(k): v for k, v in sorted(turns.items())},
     }
     if tokenizer is not None:

@@ -289,9 +289,8 @@ def run_serve(args: Any) -> int:
 
     sock = bind_port(args.host, args.port)  # a taken port is named now, not after the model has loaded
     limits = Limits(max_tokens=args.max_tokens_limit, allowed_image_dir=args.allowed_image_dir,
-                    allow_remote_images=args.allow_remote_images,
-                    **{k: getattr(args, k) for k in ("max_request_bytes", "max_image_bytes", "max_image_pixels")
-                       if getattr(args, k, None) is not None})
+                    allow_remote_images=args.allow_remote_images, max_request_bytes=args.max_request_bytes,
+                    max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     name = getattr(args, "served_model_name", None) or Path(str(args.model).rstrip("/")).name or str(args.model)
     bundle = load_generation_bundle(args.model, device=args.device)
