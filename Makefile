@@ -27,7 +27,7 @@ $(SMOLLM2): $(STAMP)
 setup: $(STAMP) $(SMOLLM2)
 
 demo: $(STAMP)
-	$(BIN)/llava15 demo --out demo-output
+	$(BIN)/llava15 demo --out demo-output --overwrite
 
 test: $(STAMP) $(SMOLLM2)
 	$(BIN)/ruff check llava15 tests benchmarks

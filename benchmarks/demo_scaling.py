@@ -7,7 +7,7 @@ change the stage-1/2 recipes (epochs, batch, lr), the number of training scenes,
 whether the LM first learns to copy ([BOS] x x on random tokens: an induction circuit, which
 question-driven lookup needs), and the stage-2 mixture (round 4: the share kept of each record kind).
 Built for one GPU, where 8 variants run at once in ~3-6 minutes; figures in benchmarks/RESULTS.md
-("Session 5", "Session 9").
+("What the from-scratch demo needs") and benchmarks/history.md (every round).
 
     python benchmarks/demo_scaling.py --root demo-output --out /tmp/scaling --round 1
 """

@@ -1,6 +1,6 @@
 """Generation throughput: llava15's engine vs transformers' `generate`, same model, same prompts, same run.
 
-Workload of `../shared/spec/cpu_baseline.md` (c): the bench-small LLaVA (fp32), prompt = BOS, 4 text
+Workload (the project's CPU reference generation workload): the bench-small LLaVA (fp32), prompt = BOS, 4 text
 tokens, 576 image tokens, 45 text tokens (626), greedy, exactly 32 new tokens, batch 1 and batch 8;
 1 warm-up call each, then N repetitions, medians. Decode tokens/s = batch x 31 / decode time.
 

@@ -6,7 +6,7 @@ llava15's `Engine.run` (eager, and with each decode step replayed as a CUDA grap
 transformers' `generate` on the same ids for reference. The limit is what
 one decode step must read from HBM: the LLM's weights (blocks + LM head) plus the KV cache at the
 context length, divided by the card's bandwidth (`--bandwidth-tbs`; default by card name: H100 SXM
-3.35, H200 4.8, A100 2.0 TB/s; spec/perf_anchors.md §2.6 gives ~247 tok/s for H100).
+3.35, H200 4.8, A100 2.0 TB/s; ~247 tok/s for LLaVA-1.5-7B on an H100).
 
 `--tiny` runs the same code on CPU with tiny shapes (used by the tests). Prints one line per
 measurement and ends with `decode tok/s (batch 1): N (P% of the bandwidth limit L tok/s)`.

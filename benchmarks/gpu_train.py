@@ -36,7 +36,7 @@ def build(dry: bool, device: torch.device):
         model = LlavaForConditionalGeneration(cfg)
     torch.set_default_dtype(torch.float32)
     model.set_attn_implementation("sdpa")
-    use_packed_attention(model)  # as the runner does for packed data (figures before session 7: block mask)
+    use_packed_attention(model)  # as the runner does for packed data (figures before commit 18d44da: block mask)
     return model
 
 

@@ -1,6 +1,6 @@
 """Training throughput: the peer (plain transformers) vs llava15, same model, same samples, same run.
 
-Workload of `../shared/spec/cpu_baseline.md`: the bench-small LLaVA (49.3 M params, fp32), batches of 8
+Workload (the project's CPU reference workload): the bench-small LLaVA (49.3 M params, fp32), batches of 8
 samples (log-normal text lengths, 1 in 10 text-only, 576 image tokens after a 36-token prefix, the
 trailing 30-70 % of the text supervised), 1 warm-up + N measured steps, medians.
 

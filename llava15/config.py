@@ -1,9 +1,12 @@
 """Typed recipe configuration: flat dataclasses, loaded from YAML, overridden from the command line.
 
 A recipe is four sections (`model`, `data`, `train`, `lora`). Every field has a docstring under it.
-`load_recipe` rejects unknown keys with the dotted path and the nearest valid name, checks types, and
-applies `key.sub=value` overrides (values parsed as YAML scalars). The resolved recipe is saved next to
-every checkpoint (`save_recipe`). This module imports nothing from llava15 and no heavy dependency.
+`load_recipe` rejects unknown keys with the dotted path and the nearest valid name, checks types and
+the settings that must agree (LoRA), and applies `key.sub=value` overrides (values parsed as YAML
+scalars). Malformed YAML and duplicate keys are errors naming the file and line. The resolved recipe is
+saved next to every checkpoint (`save_recipe`); `describe_keys()` lists every key with its type,
+default and documentation (`llava15 train --list-keys`). This module imports nothing from llava15 and
+no heavy dependency.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class DataConfig:
     """Maximum tokens per sample, image tokens included."""
     bad_records: str = "skip"
     """What to do with an invalid record: `skip` (counted and logged) or `fail`."""
+    max_bad_fraction: float = 0.001
+    """Largest fraction of records that may be skipped as invalid; above it the run stops before the first
+    step with a summary by reason (e.g. a wrong `image_folder` makes every image record invalid)."""
     batching: str = "pack"
     """`pack` (rows of a token budget, no cross-sample attention) or `modality_grouped` (original)."""
     pack_tokens: int = 0
@@ -89,6 +95,8 @@ class DataConfig:
         _check_choice("data.padding_side", self.padding_side, ("left", "right"))
         if self.model_max_length <= 0:
             raise ConfigError(f"data.model_max_length must be positive, got {self.model_max_length}")
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ConfigError(f"data.max_bad_fraction must be between 0 and 1, got {self.max_bad_fraction}")
 
 
 @dataclass
@@ -101,6 +109,12 @@ class LoraConfig:
     """LoRA alpha (paper: 256)."""
     dropout: float = 0.05
     """LoRA dropout (paper: 0.05)."""
+
+    def __post_init__(self) -> None:
+        if self.r <= 0 or self.alpha <= 0:
+            raise ConfigError(f"lora.r and lora.alpha must be positive, got r={self.r}, alpha={self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass
@@ -149,7 +163,9 @@ class TrainConfig:
     save_total_limit: int = 1
     """Keep the last K resumable checkpoints."""
     resume: str = "auto"
-    """`auto` (continue from the latest checkpoint in output_dir if any), a checkpoint path, or `none`."""
+    """`auto` (continue from the latest checkpoint in output_dir if any; an error if that run's recipe
+    differs in keys that may not change on resume), `force` (as `auto`, even with a different recipe),
+    a checkpoint path, or `none`."""
     log_steps: int = 1
     """Console progress line every N optimizer steps when not on a terminal (JSONL and TensorBoard get every step)."""
     tensorboard: bool = True
@@ -192,6 +208,11 @@ class RecipeConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA settings (used when `train.stage` is `projector+lora`)."""
 
+    def __post_init__(self) -> None:
+        if (self.train.stage == "projector+lora") != self.lora.enabled:
+            raise ConfigError(f"train.stage={self.train.stage} and lora.enabled={str(self.lora.enabled).lower()} "
+                              "disagree: a LoRA run sets both train.stage=projector+lora and lora.enabled=true")
+
 
 def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -201,7 +222,8 @@ def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
 def _unknown_key(path: str, key: str, known: list[str]) -> ConfigError:
     hint = difflib.get_close_matches(key, known, n=1)
     did_you_mean = f"; did you mean {hint[0]!r}?" if hint else ""
-    return ConfigError(f"unknown key {path}{key!r}{did_you_mean} (known: {', '.join(known)})")
+    return ConfigError(f"unknown key '{path}{key}'{did_you_mean} (known: {', '.join(known)}; "
+                       "`llava15 train --list-keys` lists them with their meaning)")
 
 
 def _coerce(path: str, value: Any, typ: Any) -> Any:
@@ -263,12 +285,48 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys = dotted.strip().split(".")
         node = data
         for key in keys[:-1]:
-            node = node.setdefault(key, {})
+            if node.get(key) is None:  # absent, or an empty section in the YAML
+                node[key] = {}
+            node = node[key]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {key} is not a section")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)})") from None
         node[keys[-1]] = value
     return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not a silent win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; malformed YAML and duplicate keys raise `ConfigError` naming the file and line."""
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}, {_yaml_problem(exc)}") from None
 
 
 def packaged_recipes() -> list[str]:
@@ -295,8 +353,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     data: dict = {}
     if path is not None:
         path = resolve_recipe(path)
-        text = path.read_text()
-        loaded = yaml.safe_load(text)
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -316,6 +373,32 @@ def recipe_to_dict(cfg: RecipeConfig) -> dict:
 
 def save_recipe(cfg: RecipeConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(recipe_to_dict(cfg), sort_keys=False))
+
+
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(t) for t in typing.get_args(typ))
+    return "None" if typ is type(None) else getattr(typ, "__name__", str(typ))
+
+
+def describe_keys(width: int = 100) -> str:
+    """Every recipe key with its type, default and documentation, then the packaged recipes."""
+    import textwrap
+
+    lines = []
+    defaults = RecipeConfig()
+    for section in dataclasses.fields(RecipeConfig):
+        cls = typing.get_type_hints(RecipeConfig)[section.name]
+        hints, docs = typing.get_type_hints(cls), field_docs(cls)
+        lines.append(f"{section.name}: {' '.join(field_docs(RecipeConfig)[section.name].split())}")
+        for f in dataclasses.fields(cls):
+            default = getattr(getattr(defaults, section.name), f.name)
+            lines.append(f"  {section.name}.{f.name} ({_type_name(hints[f.name])}, default {default!r})")
+            lines.extend(textwrap.wrap(" ".join(docs.get(f.name, "").split()), width - 6,
+                                       initial_indent="      ", subsequent_indent="      ", break_on_hyphens=False))
+        lines.append("")
+    lines.append("packaged recipes (`llava15 train NAME key.sub=value ...`): " + ", ".join(packaged_recipes()))
+    return "\n".join(lines)
 
 
 def field_docs(cls: type) -> dict[str, str]:

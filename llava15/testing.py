@@ -11,8 +11,12 @@ Contract (everything deterministic, seeded; nothing touches the network):
   assembled through `build_llava` + `save_checkpoint`; the original layout is produced from it by
   `convert.to_original` (vision weights left out, tower referenced by `mm_vision_tower` = the
   `vision_tower/` subfolder, legacy `pytorch_model.bin`), exactly as released LLaVA-1.5 checkpoints.
-- `make_bench_small_llava(dir, tokenizer_dir=None) -> Path`: the "bench-small" shape of
-  `spec/cpu_baseline.md` (CLIP 336/14 hidden 256 ×4, Llama hidden 512 ×4, vocab 32064, image token
+- `FAMILIES`, `make_tiny_family_tokenizer(dir, family)`, `make_tiny_family_lm(dir, family)`: the
+  supported LLM families in miniature (`llama3`, `qwen2`, `mistral`, `phi3`): the family's architecture,
+  special tokens, BOS rule and real chat template string; `make_tiny_siglip(dir)`: a SigLIP vision
+  tower with SigLIP's image processor config.
+- `make_bench_small_llava(dir, tokenizer_dir=None) -> Path`: the "bench-small" shape the CPU
+  benchmarks use (CLIP 336/14 hidden 256 ×4, Llama hidden 512 ×4, vocab 32064, image token
   32000). The tokenizer is `tokenizer_dir` (e.g. the spec's Vicuna tokenizer fixture, 32000 pieces);
   without it the tiny tokenizer is used with the same 32064-row matrices (`<image>` is then id 384).
 """
@@ -159,7 +163,7 @@ def make_tiny_llava(dir: str | Path, layout: str = "hf", template: str = DEFAULT
 
 def make_bench_small_llava(dir: str | Path, tokenizer_dir: str | Path | None = None,
                            template: str = DEFAULT_TEMPLATE) -> Path:
-    """The bench-small model of spec/cpu_baseline.md (49.3 M parameters), saved as a checkpoint."""
+    """The bench-small model of the CPU benchmarks (49.3 M parameters), saved as a checkpoint."""
     from llava15.model.build import build_llava
     from llava15.model.save import save_checkpoint
 
@@ -199,3 +203,134 @@ def llava_7b_config(tiny: bool = False):
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=text.vocab_size - 64,
                        projector_hidden_act="gelu", vision_feature_layer=-2,
                        vision_feature_select_strategy="default")
+
+
+# ------------------------------------------------------------------ the supported LLM families and towers
+# Each family's tiny LM carries the family's real special tokens and its real chat template string (from
+# the released instruct model's tokenizer_config.json), so `apply_chat_template` renders what the
+# released model would see, and llava15's template of the same name can be checked against it.
+
+LLAMA3_CHAT_TEMPLATE = (  # Meta-Llama-3-8B-Instruct
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + "
+    "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}")
+QWEN2_CHAT_TEMPLATE = (  # Qwen2-7B-Instruct
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+MISTRAL_CHAT_TEMPLATE = (  # Mistral-7B-Instruct-v0.1 (no system role)
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+PHI3_CHAT_TEMPLATE = (  # Phi-3-mini-4k-instruct
+    "{% for message in messages %}{% if message['role'] == 'system' %}"
+    "{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}"
+    "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}")
+
+# family -> llava15 template, architecture, tokenizer kind, chat template, special tokens (bos, eos, pad,
+# others). `bpe`: a byte-level BPE trained with the `tokenizers` library (Llama-3, Qwen2); `sentencepiece`:
+# LLaMA's SentencePiece tokenizer (Mistral and Phi-3 ship one).
+FAMILIES: dict[str, dict] = {
+    "llama3": dict(template="llama3", arch="llama", tokenizer="bpe", chat_template=LLAMA3_CHAT_TEMPLATE,
+                   bos="<|begin_of_text|>", eos="<|eot_id|>", pad=None,
+                   specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                             "<|eot_id|>"]),
+    "qwen2": dict(template="qwen2", arch="qwen2", tokenizer="bpe", chat_template=QWEN2_CHAT_TEMPLATE,
+                  bos=None, eos="<|im_end|>", pad="<|endoftext|>",
+                  specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]),
+    "mistral": dict(template="mistral_instruct", arch="mistral", tokenizer="sentencepiece",
+                    chat_template=MISTRAL_CHAT_TEMPLATE, bos="<s>", eos="</s>", pad=None, specials=[]),
+    "phi3": dict(template="phi3", arch="phi3", tokenizer="sentencepiece", chat_template=PHI3_CHAT_TEMPLATE,
+                 bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>",
+                 specials=["<|endoftext|>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"]),
+}
+
+
+def _family_texts() -> list[str]:
+    """The tiny corpus rendered through every family's turn markers, so the BPE merges see them."""
+    words = ["system", "user", "assistant", "You are a helpful assistant.", "[INST]", "[/INST]"]
+    return tiny_corpus() * 4 + words * 8
+
+
+def make_tiny_family_tokenizer(dir: str | Path, family: str, vocab_size: int = 512) -> Path:
+    """The family's tokenizer in miniature: its special tokens, BOS rule and real chat template."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    spec, dir = FAMILIES[family], Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    if spec["tokenizer"] == "sentencepiece":
+        make_tiny_tokenizer(dir)
+        tok = AutoTokenizer.from_pretrained(dir)
+        if spec["specials"]:
+            tok.add_special_tokens({"additional_special_tokens": spec["specials"]})
+        tok.eos_token = spec["eos"]
+        if spec["pad"]:
+            tok.pad_token = spec["pad"]
+    else:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        bpe.decoder = decoders.ByteLevel()
+        bpe.train_from_iterator(_family_texts(), trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=spec["specials"], show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        bos = spec["bos"]
+        bpe.post_processor = (processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                            special_tokens=[(bos, bpe.token_to_id(bos))])
+                              if bos else processors.ByteLevel(trim_offsets=False))
+        tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, eos_token=spec["eos"],
+                                      pad_token=spec["pad"])
+    tok.chat_template = spec["chat_template"]
+    tok.save_pretrained(dir)
+    return dir
+
+
+def make_tiny_family_lm(dir: str | Path, family: str, seed: int = TINY_SEED) -> Path:
+    """A random causal LM of the family's architecture (hidden 64, 2 layers) with its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    dir = Path(dir)
+    tok = AutoTokenizer.from_pretrained(make_tiny_family_tokenizer(dir, family))
+    spec = FAMILIES[family]
+    eos = [tok.convert_tokens_to_ids(spec["eos"])]
+    if family == "llama3":
+        eos.append(tok.convert_tokens_to_ids("<|end_of_text|>"))
+    kw = dict(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+              intermediate_size=128, max_position_embeddings=1024, bos_token_id=tok.bos_token_id,
+              eos_token_id=eos[0], pad_token_id=tok.pad_token_id,
+              tie_word_embeddings=family == "qwen2")  # Qwen2's small models tie input and output embeddings
+    if family == "mistral":
+        kw["sliding_window"] = None  # as Mistral-7B-Instruct-v0.2 and later (v0.1 had a 4096-token window)
+    cfg = AutoConfig.for_model(spec["arch"], **kw)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos,
+                                               pad_token_id=tok.pad_token_id)
+    model.save_pretrained(dir)
+    return dir
+
+
+def make_tiny_siglip(dir: str | Path, image_size: int = 56, seed: int = TINY_SEED) -> Path:
+    """A random SigLIP vision tower (patch 14, no CLS token) with SigLIP's image processor config."""
+    import json
+
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    dir = Path(dir)
+    torch.manual_seed(seed)
+    cfg = SiglipVisionConfig(image_size=image_size, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                             num_attention_heads=2, intermediate_size=64)
+    SiglipVisionModel(cfg).save_pretrained(dir)
+    (dir / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "SiglipImageProcessor", "do_resize": True, "do_rescale": True,
+        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "resample": 3,
+        "rescale_factor": 1 / 255, "size": {"height": image_size, "width": image_size}}, indent=2))
+    return dir

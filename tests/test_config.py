@@ -18,7 +18,7 @@ def test_defaults_and_overrides(tmp_path):
 def test_unknown_key_names_the_path_and_nearest_name(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("train:\n  learning_rate: 1e-3\n")
-    with pytest.raises(ConfigError, match=r"train\.'learning_rate'"):
+    with pytest.raises(ConfigError, match=r"'train\.learning_rate'"):
         load_recipe(recipe)
     with pytest.raises(ConfigError, match="did you mean 'micro_batch_size'"):
         load_recipe(None, ["train.micro_batch=4"])
@@ -49,3 +49,39 @@ def test_every_field_is_documented():
         names = {f.name for f in dataclasses.fields(cls)}
         assert names == set(field_docs(cls)), f"{cls.__name__}: undocumented fields"
     assert "optimizer step" in field_docs(TrainConfig)["global_batch_size"]
+
+
+def test_malformed_yaml_and_duplicate_keys_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  llm: x\n   oops: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml, line 3, column \d+: mapping values are not allowed"):
+        load_recipe(bad)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  lr: 1.0e-3\n  seed: 1\n  lr: 2.0e-3\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml, line 4, column 3: duplicate key 'lr' \(first given on line 2\)"):
+        load_recipe(dup)
+    with pytest.raises(ConfigError, match="override 'train.lr=\\[': the value is not valid YAML"):
+        load_recipe(None, ["train.lr=["])
+
+
+def test_lora_settings_must_agree():
+    with pytest.raises(ConfigError, match="train.stage=projector\\+lora and lora.enabled=false disagree"):
+        load_recipe(None, ["train.stage=projector+lora"])
+    with pytest.raises(ConfigError, match="lora.enabled=true disagree"):
+        load_recipe("stage2_finetune", ["lora.enabled=true"])
+    with pytest.raises(ConfigError, match="lora.dropout"):
+        load_recipe("stage2_lora", ["lora.dropout=1.5"])
+    assert load_recipe("stage2_lora").lora.enabled
+
+
+def test_new_keys_and_describe_keys():
+    from llava15.config import describe_keys, packaged_recipes
+
+    cfg = load_recipe(None, ["data.max_bad_fraction=0.01", "train.resume=force"])
+    assert (cfg.data.max_bad_fraction, cfg.train.resume) == (0.01, "force")
+    assert load_recipe(None).data.max_bad_fraction == 0.001
+    with pytest.raises(ConfigError, match="data.max_bad_fraction"):
+        load_recipe(None, ["data.max_bad_fraction=2"])
+    text = describe_keys()
+    assert "  data.max_bad_fraction (float, default 0.001)" in text and "`force`" in text
+    assert all(name in text for name in packaged_recipes())

@@ -1,17 +1,22 @@
 """`llava15 data check` and `llava15 data show`: validate a data file, and render records exactly.
 
-`run_check(args)` reads every record and reports: counts per problem kind with example ids (missing or
-unreadable image, `<image>` count, unknown role, no assistant turn, empty text, path escaping the image
-root, over-length with image tokens counted, literal special tokens, ...), the modality split, turn
-statistics, and, with `--tokenizer`, token lengths (histogram PNG with `--histogram`) and the
-supervised-token fraction. It returns 1 when the share of bad records exceeds `max_problem_fraction`.
+`run_check(args)` streams every record (JSON list, JSONL, `datasets`/parquet; `data.tolerant_reader`)
+and reports: how many records are good and bad, per problem kind a count, up to five examples (record
+id and line) and the first message (a line that is not UTF-8 or not JSON, missing or unreadable image,
+`<image>` count, unknown role, role order, no assistant turn, empty text, path escaping the image root,
+over-length with image tokens counted, literal special tokens, ...), the modality split and turn
+statistics. It always checks the structure and the role order (the template's turn rules); image files
+only with `--images`; token lengths and the supervised-token fraction (histogram PNG with
+`--histogram`) only with `--tokenizer`. The report says which checks ran and which did not, and why.
+It returns 1 when the share of bad records exceeds `max_problem_fraction` (or none could be read);
+`--json` prints it as one JSON object.
 
 `run_show(args)` prints each record as the exact training prompt with the supervised spans
 highlighted, or with `--format json` one line per record `{"id", "prompt", "input_ids", "labels"}`
-(each image as one `<image>` id; a rejected record prints `{"id", "error"}`); with `--inference`, the
-generation prompt of the first user turn and its ids. Args fields: `file`, `images`, `tokenizer`,
-`template`, `format`, `inference`, `max_problem_fraction`, `histogram` (and optionally
-`model_max_length`, `num_image_tokens`, `limit`).
+(each image as one `<image>` id; a rejected record or unreadable line prints `{"id", "error"}`); with
+`--inference`, the generation prompt of the first user turn and its ids. Args fields: `file`, `images`,
+`tokenizer`, `template`, `format`, `json`, `inference`, `max_problem_fraction`, `histogram` (and
+optionally `model_max_length`, `num_image_tokens`, `limit`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import Any
 from llava15.config import DEFAULT_TEMPLATE
 from llava15.data.conversation import IMAGE_TOKEN, DataError, Message, move_images_to_front
 from llava15.data.dataset import Problems, check_record, image_path
-from llava15.data.formats import read_records, record_images
+from llava15.data.formats import record_images
+from llava15.data.tolerant_reader import Item, read_items
 
 
 @functools.lru_cache(maxsize=4)
@@ -34,7 +40,11 @@ def _load_tokenizer(path: str | None) -> Any:
         return None
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(f"--tokenizer {path}: cannot load a tokenizer from it ({first})") from None
 
 
 def image_token_id_for(tokenizer: Any) -> int:
@@ -60,6 +70,26 @@ def _open_images(conv: Any, root: str, source: str) -> None:
                             field=f"image[{j}]", reason="unreadable_image", source=source) from exc
 
 
+def _label(item: Item, record: Any) -> str:
+    rid = record.get("id") if isinstance(record, dict) else None
+    name = str(rid) if rid is not None else f"#{item.index}"
+    return f"{name} (line {item.line})" if item.line is not None else name
+
+
+def _checks_run(root: str | None, tokenizer: Any) -> tuple[list[str], dict[str, str]]:
+    ran = ["JSON/UTF-8 of every line", "record structure", "role order"]
+    skipped = {}
+    if root is not None:
+        ran += ["image files exist and open"]
+    else:
+        skipped["image files"] = "no --images folder given"
+    if tokenizer is not None:
+        ran += ["token lengths (image tokens counted)", "special tokens in the text"]
+    else:
+        skipped["token lengths and special tokens"] = "no --tokenizer given"
+    return ran, skipped
+
+
 def run_check(args: Any) -> int:
     tokenizer = _load_tokenizer(getattr(args, "tokenizer", None))
     template = getattr(args, "template", None) or DEFAULT_TEMPLATE
@@ -67,16 +97,24 @@ def run_check(args: Any) -> int:
     n_img_tok = getattr(args, "num_image_tokens", None) or 576
     source, root = str(args.file), getattr(args, "images", None)
     problems, modality, turns = Problems(), Counter(), Counter()
-    lengths, supervised, tokens, total, truncated = [], 0, 0, 0, 0
+    lengths, supervised, tokens, total, truncated, complete = [], 0, 0, 0, 0, True
+    from llava15.data.templates import get_template
+
     if tokenizer is not None:
-        from llava15.data.templates import get_template
         from llava15.data.tokenization import IGNORE_INDEX, encode_conversation
 
         tmpl, image_id = get_template(template, tokenizer), image_token_id_for(tokenizer)
-    for index, record in read_records(args.file):
+    else:  # role order follows the template's turn rules; a tokenizer's own template needs the tokenizer
+        tmpl = get_template(DEFAULT_TEMPLATE if template == "hf_chat_template" else template)
+    for item in read_items(args.file):
         total += 1
+        if item.error is not None:
+            problems.add(item.error, _label(item, None))
+            complete = complete and not item.fatal
+            continue
+        record = item.record
         try:
-            conv = check_record(record, index, source, root, check_files=root is not None)
+            conv = check_record(record, item.index, source, root, check_files=root is not None)
             if root is not None:
                 _open_images(conv, root, source)
             if tokenizer is not None:
@@ -85,53 +123,63 @@ def run_check(args: Any) -> int:
                 supervised += sum(1 for x in enc.labels if x != IGNORE_INDEX)
                 tokens += lengths[-1]
                 truncated += enc.truncated
+            else:
+                tmpl.segments(move_images_to_front(conv).messages)
         except DataError as err:
-            err = err.with_source(source)
-            problems.add(err, str(record.get("id", index)) if isinstance(record, dict) else str(index))
+            label = _label(item, record)
+            problems.add(DataError(err.detail, record_id=label, field=err.field, reason=err.reason,
+                                   source=source), label)
             continue
         n = len(record_images(record))
         modality["text-only" if n == 0 else "one image" if n == 1 else "several images"] += 1
         turns[sum(1 for m in conv.messages if m.role == "assistant")] += 1
+    bad = problems.total
+    ran, skipped = _checks_run(root, tokenizer)
     report = {
-        "file": source, "records": total, "good": total - problems.total, "bad": problems.total,
+        "file": source, "records": total, "good": total - bad, "bad": bad, "complete": complete,
+        "checks": ran, "not_checked": skipped, "template": tmpl.name,
         "problems": {k: {"count": v, "examples": problems.examples[k],
                          "message": problems.messages[problems.examples[k][0]]}
                      for k, v in sorted(problems.counts.items())},
         "modality": dict(modality), "rounds": {str(k): v for k, v in sorted(turns.items())},
     }
     if tokenizer is not None:
-        report.update(template=tmpl.name, truncated=truncated,
-                      supervised_fraction=round(supervised / tokens, 4) if tokens else 0.0,
+        report.update(truncated=truncated, supervised_fraction=round(supervised / tokens, 4) if tokens else 0.0,
                       tokens={"max": max(lengths, default=0), "mean": round(sum(lengths) / max(len(lengths), 1), 1)})
         if getattr(args, "histogram", None) and lengths:
             _histogram(lengths, args.histogram, max_len)
             report["histogram"] = str(args.histogram)
     threshold = getattr(args, "max_problem_fraction", None)
     threshold = 0.0 if threshold is None else threshold
-    fraction = problems.total / total if total else 0.0
+    fraction = bad / total if total else 0.0
     report["problem_fraction"] = round(fraction, 6)
-    report["ok"] = fraction <= threshold and total > 0
-    if getattr(args, "format", "text") == "json":
+    report["max_problem_fraction"] = threshold
+    report["ok"] = fraction <= threshold and total > 0 and complete
+    if getattr(args, "json", False) or getattr(args, "format", "text") == "json":
         print(json.dumps(report, ensure_ascii=False))
     else:
-        _print_report(report, threshold)
+        _print_report(report)
     return 0 if report["ok"] else 1
 
 
-def _print_report(r: dict, threshold: float) -> None:
+def _print_report(r: dict) -> None:
     print(f"{r['file']}: {r['records']} records, {r['good']} good, {r['bad']} bad")
+    print(f"checked: {', '.join(r['checks'])} (template {r['template']})")
+    for what, why in r["not_checked"].items():
+        print(f"not checked: {what} ({why})")
     for kind, p in r["problems"].items():
         print(f"  {kind:<18} {p['count']:>8}  e.g. {', '.join(p['examples'])}\n      {p['message']}")
+    if not r["complete"]:
+        print("the file could not be read to its end: the records after the bad_json line are not counted")
     print("modality: " + ", ".join(f"{k} {v}" for k, v in r["modality"].items()))
     print("assistant turns per record: " + ", ".join(f"{k}: {v}" for k, v in r["rounds"].items()))
     if "tokens" in r:
-        print(f"tokens (images counted, template {r['template']}): max {r['tokens']['max']}, "
-              f"mean {r['tokens']['mean']}; truncated {r['truncated']}; "
-              f"supervised fraction {r['supervised_fraction']}")
+        print(f"tokens (images counted): max {r['tokens']['max']}, mean {r['tokens']['mean']}; "
+              f"truncated {r['truncated']}; supervised fraction {r['supervised_fraction']}")
     if "histogram" in r:
         print(f"length histogram: {r['histogram']}")
     verdict = "OK" if r["ok"] else "FAILED"
-    print(f"{verdict}: {r['problem_fraction']:.4%} bad records (threshold {threshold:.4%})")
+    print(f"{verdict}: {r['problem_fraction']:.4%} bad records (--max-problem-fraction {r['max_problem_fraction']:.4%})")
 
 
 def _histogram(lengths: list[int], path: str, max_len: int) -> None:
@@ -163,11 +211,14 @@ def run_show(args: Any) -> int:
     image_id, as_json = image_token_id_for(tokenizer), getattr(args, "format", "text") == "json"
     root, limit, source = getattr(args, "images", None), getattr(args, "limit", None), str(args.file)
     color = sys.stdout.isatty()
-    for index, record in read_records(args.file):
+    for item in read_items(args.file):
+        index, record = item.index, item.record
         if limit and index >= limit:
             break
-        rid = str(record.get("id", index)) if isinstance(record, dict) else str(index)
+        rid = str(record.get("id", index)) if isinstance(record, dict) else f"line {item.line}"
         try:
+            if item.error is not None:
+                raise item.error
             conv = (check_record(record, index, source, root) if root else
                     record_to_conversation(record, index, source))
             if getattr(args, "inference", False):  # as trained: a lone <image> moved to the front

@@ -6,7 +6,7 @@ lengths always give the same rows). `pack_rows(samples, rows, pad_token_id)` con
 called with `position_ids`, NO `attention_mask` and `use_cache=False` (or
 `text_config.use_cache=False`): transformers detects the sample boundaries from the position resets
 only then; with a KV cache or any attention mask the samples silently attend to each other
-(hf_llava.md §3.7). Padding at a row's end is one more "sample" (positions from 0, labels -100).
+(transformers' packed-sequence detection). Padding at a row's end is one more "sample" (positions from 0, labels -100).
 Each sample's first label must be -100 (BOS), so no sample learns to predict the next one's start.
 
 `pack_rows` also describes the boundaries for attention that isolates samples itself

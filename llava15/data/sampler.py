@@ -1,4 +1,4 @@
-"""The original modality-grouped length sampler (training.md §6), rank-aware and resumable.
+"""The original modality-grouped length sampler (`LengthGroupedSampler` with `group_by_modality_length`), rank-aware and resumable.
 
 `modality_grouped_indices(lengths, batch_size, world_size, generator)` returns the same index order
 as the original `get_modality_length_grouped_indices` for the same RNG state: the per-modality

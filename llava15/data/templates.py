@@ -7,7 +7,7 @@ label mask is never re-derived by splitting strings. Supervised = each assistant
 separator that ends it (`" answer</s>"` for vicuna_v1, `"answer<|im_end|>"` for chatml).
 
 `vicuna_v1`/`llava_v1`/`plain` reproduce the original LLaVA `conversation.py` strings exactly
-(training.md §3). `hf_chat_template` derives the segments from a tokenizer's own Jinja chat template by
+(docs/models.md lists every template). `hf_chat_template` derives the segments from a tokenizer's own Jinja chat template by
 rendering sentinel contents and splitting at them, and checks the result renders equal to
 `apply_chat_template` on the real contents.
 """

@@ -6,7 +6,7 @@ at each `<image>` and every text chunk is tokenized on its own, exactly as the o
 image id joins the chunks and one BOS starts the row when the template asks for it. Each token is
 labelled by the segment its first character belongs to (offset mapping; a prefix-tokenization fallback
 covers tokenizers without offsets). With the Vicuna tokenizer this reproduces `preprocess_v1` /
-`preprocess_plain` id for id and label for label (training.md §5.5-5.6), including `</s>USER`.
+`preprocess_plain` id for id and label for label, including `</s>USER`.
 
 Where the original silently masks a whole sample (literal `</s>` or `<unk>`, empty answer), this
 module raises `DataError` with the reason instead; a sample with no supervised token is never returned.

@@ -25,7 +25,7 @@ EVAL_BENCHMARKS = "vqav2,pope,mme,scienceqa,mmbench,textvqa"
 VISION = dict(image_size=96, patch_size=32, hidden_size=128, intermediate_size=256, num_hidden_layers=3,
               num_attention_heads=4, projection_dim=128, hidden_act="quick_gelu")
 VISION_PRETRAIN_IMAGES = 16000  # fresh synthetic scenes for the tower's dense pretraining
-VISION_PRETRAIN_BATCH = 16  # 1000 steps; held-out shape accuracy 0.97 (benchmarks/RESULTS.md)
+VISION_PRETRAIN_BATCH = 16  # 1000 steps; held-out shape accuracy 0.97 (benchmarks/history.md)
 SMOKE_VISION_PRETRAIN_IMAGES = 64
 TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6,
             num_key_value_heads=6, max_position_embeddings=1024)
@@ -40,8 +40,29 @@ SMOKE_TRAIN = ["train.max_steps=2"]
 SMOKE_MAX_NEW_TOKENS = 8  # an untrained model rarely stops: the official 1024 would dominate a smoke run
 
 
+# What the demo, the showcase and the ablations write at the top of their output folder. `--overwrite`
+# removes these, and nothing else, before a run: a rerun then trains afresh instead of resuming the
+# previous run's stages from their checkpoints.
+OUTPUTS = ("data", "init", "vision_tower", "stage1", "stage2", "eval", "ablations", "results.json")
+
+
 def say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+def clear_previous_outputs(out: Path, keep: str | None = None) -> None:
+    """Remove the `OUTPUTS` of an earlier run from `out`, except one holding `keep` (an --eval-only checkpoint)."""
+    import shutil
+
+    kept = Path(keep).resolve() if keep else None
+    for name in OUTPUTS:
+        path = out / name
+        if kept is not None and (kept == path or path in kept.parents):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def make_from_scratch_towers(out: Path, corpus: Path, seed: int, vision_images: int = VISION_PRETRAIN_IMAGES

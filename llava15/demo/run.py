@@ -28,6 +28,7 @@ from llava15.demo.common import (
     SMOKE_WORLD,
     VISION_PRETRAIN_IMAGES,
     WORLD,
+    clear_previous_outputs,
     evaluate,
     example_chat,
     make_from_scratch_towers,
@@ -51,6 +52,8 @@ def print_summary(results: dict[str, Any]) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if getattr(args, "overwrite", False):
+        clear_previous_outputs(Path(args.out).resolve(), keep=getattr(args, "checkpoint", None))
     if getattr(args, "action", None) == "pretrain":
         from llava15.demo.pretrain import run_pretrain
 

@@ -1,7 +1,7 @@
 """Pretrain a from-scratch CLIP vision tower on the synthetic world (the demo's stand-in for CLIP).
 
 Why: no pretrained encoder can be downloaded here, and a tower trained only through the LM's caption
-loss learns far too slowly on two CPU cores (benchmarks/RESULTS.md: the LM's loss barely depended
+loss learns far too slowly on two CPU cores (benchmarks/history.md: the LM's loss barely depended
 on the image). The synthetic world's scene descriptions label every patch exactly
 (`demo.world.labels`), so the tower gets dense supervision: per patch, the colour, shape, size and
 grid cell of the object whose centre it holds (or "none"), and the background colour from the mean

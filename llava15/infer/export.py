@@ -4,13 +4,13 @@ Contract:
 - `export_vllm(src, dst) -> list[str]`: loads any checkpoint `load_bundle` reads (llava15, llava-hf,
   original LLaVA layout), writes it with `save_checkpoint` (canonical 4.x key names,
   `text_config.architectures`, `preprocessor_config.json` + `processor_config.json`, tokenizer with
-  `<image>`, `chat_template.jinja`; hf_llava.md §6) and returns `validate_vllm_layout(dst)`.
+  `<image>`, `chat_template.jinja`; docs/conversion.md) and returns `validate_vllm_layout(dst)`.
 - `validate_vllm_layout(folder) -> list[str]`: the problems vLLM would hit (empty = none): config
   fields, weight key names read from the safetensors headers, `<image>` as one token equal to
   `image_token_index`, processor files, and the HF processor's own placeholder count on a real image
   (the 575-vs-576 trap) equal to the model's image features.
 - `run_export(args)`: exit status 0 when the folder validates, after printing the `vllm serve` command
-  and the one known difference from llava15's engine (hf_llava.md §9.3).
+  and the one known difference from llava15's engine (docs/conversion.md).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from llava15.model.format import read_meta
+from llava15.model.format import num_image_tokens, read_meta
 from llava15.model.load import load_bundle
 from llava15.model.save import save_checkpoint
 
@@ -91,9 +91,11 @@ def validate_vllm_layout(folder: str | Path) -> list[str]:
 
 
 def _expected_image_tokens(cfg: dict) -> int:
-    vision = cfg["vision_config"]
-    patches = (vision["image_size"] // vision["patch_size"]) ** 2
-    return patches + (1 if cfg.get("vision_feature_select_strategy") == "full" else 0)
+    from types import SimpleNamespace
+
+    return num_image_tokens(SimpleNamespace(
+        vision_config=SimpleNamespace(**cfg["vision_config"]),
+        vision_feature_select_strategy=cfg.get("vision_feature_select_strategy", "default")))
 
 
 def _check_processor(folder: Path, cfg: dict, image_id: int) -> list[str]:

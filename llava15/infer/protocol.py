@@ -4,12 +4,15 @@ Contract:
 - `APIError(status, message, type, code, param)`: every rejected request; `.body()` is OpenAI's error
   shape `{"error": {"message", "type", "param", "code"}}`.
 - `ChatRequest` (pydantic): the request fields we honour; `parse_request(raw_bytes, limits)` turns a
-  body into one, or raises `APIError` 400 naming the field.
+  body into one, or raises `APIError` 400 naming the field. Fields that would change the reply and that
+  we do not implement (`tools`, `logit_bias`, `top_k`, ... in `UNSUPPORTED_FIELDS`; `logprobs`, `n>1`)
+  are refused with 400 naming the field, never silently ignored.
 - `to_conversation(req, limits, fetch) -> (messages, images, DecodingParams)`: text and `image_url`
   parts become `Message`s with `<image>` markers (each image first in its message, then the text, as
   LLaVA-1.5 was trained); images come from `data:` URLs, `file://` paths under the allowed folder, or
   `http(s)` when remote images are allowed. Limits (`Limits`) bound body size, images per request,
-  pixels per image and `max_tokens`.
+  pixels per image (read from the header, before decoding: a decompression bomb is refused as one) and
+  `max_tokens`.
 - `completion_body`, `chunk_body`: response and stream-chunk JSON.
 """
 
@@ -22,7 +25,6 @@ import io
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,18 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llava15.data.conversation import IMAGE_TOKEN, Message
 from llava15.infer.decoding import DecodingParams
-
-
-@dataclass
-class Limits:
-    max_request_bytes: int = 32 * 1024 * 1024
-    max_images: int = 8
-    max_image_pixels: int = 4096 * 4096
-    max_image_bytes: int = 20 * 1024 * 1024
-    max_tokens: int = 2048
-    default_max_tokens: int = 512
-    allowed_image_dir: str | None = None
-    allow_remote_images: bool = False
+from llava15.infer.limits import Limits
 
 
 class APIError(Exception):
@@ -102,6 +93,21 @@ class ChatRequest(_Strict):
     frequency_penalty: float | None = None
 
 
+# Fields that change what a reply is or how it is sampled: silently ignoring them would answer a
+# different question than the one asked. Metadata fields (`user`, `metadata`, `store`, ...) are ignored.
+UNSUPPORTED_FIELDS = {
+    "tools": "no tool calling", "tool_choice": "no tool calling", "functions": "no function calling",
+    "function_call": "no function calling", "parallel_tool_calls": "no tool calling",
+    "logit_bias": "no logit bias", "top_logprobs": "no logprobs", "audio": "no audio output",
+    "modalities": "text output only", "prediction": "no predicted outputs", "best_of": "one sample per request",
+    "echo": "no prompt echo", "suffix": "no suffix completion", "top_k": "top_p only", "min_p": "top_p only",
+    "repetition_penalty": "no repetition penalty", "guided_json": "use response_format json_object",
+    "guided_regex": "no regex constraint", "guided_choice": "no choice constraint",
+    "guided_grammar": "no grammar constraint", "reasoning_effort": "not a reasoning model",
+    "web_search_options": "no web search",
+}
+
+
 def parse_request(raw: bytes, limits: Limits) -> ChatRequest:
     import json
 
@@ -114,6 +120,10 @@ def parse_request(raw: bytes, limits: Limits) -> ChatRequest:
         raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    for name, what in UNSUPPORTED_FIELDS.items():
+        if name in data and data[name] not in (None, False, [], {}, "none"):
+            raise APIError(400, f"{name!r} is not supported by this server ({what}); remove the field",
+                           param=name, code="unsupported_field")
     try:
         req = ChatRequest.model_validate(data)
     except ValidationError as exc:
@@ -246,12 +256,18 @@ def decode_image(data: bytes, limits: Limits, where: str) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
+    except Image.DecompressionBombError as exc:  # PIL's own guard: the header declares an absurd size
+        raise APIError(400, f"{where}: refused as a decompression bomb ({exc})", param=where,
+                       code="decompression_bomb") from None
     except Exception:  # PIL raises several types for non-images
         raise APIError(400, f"{where}: the data is not an image PIL can read", param=where,
                        code="invalid_image") from None
     if w * h > limits.max_image_pixels:
-        raise APIError(400, f"{where}: image is {w}x{h} = {w * h} pixels; the limit is {limits.max_image_pixels}",
-                       param=where, code="image_too_large")
+        bomb = " (a decompression bomb: a small file that decodes to a huge image)" \
+            if len(data) * 64 < w * h else ""
+        raise APIError(400, f"{where}: image is {w}x{h} = {w * h} pixels; the limit is {limits.max_image_pixels} "
+                       f"(--max-image-pixels){bomb}", param=where,
+                       code="decompression_bomb" if bomb else "image_too_large")
     try:
         img.load()
     except Exception as exc:

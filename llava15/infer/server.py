@@ -9,7 +9,11 @@ Contract:
   to one `BatchWorker` thread, which takes whatever is waiting (up to `max_batch_size`) and runs it as
   one batch through `Engine.run`, each row with its own decoding settings; deltas travel back to the
   request's asyncio queue. A full queue answers 429.
-- `run_serve(args)`: loads the checkpoint and serves it with uvicorn until interrupted.
+- `run_serve(args)`: binds the port first (a taken port is an error before anything loads), loads the
+  checkpoint and serves it with uvicorn until interrupted, as `--served-model-name` (default: the
+  checkpoint's folder name); the API key comes from `--api-key` or the `LLAVA15_API_KEY` environment
+  variable (not visible in the process list); `--max-request-bytes`, `--max-image-bytes` and
+  `--max-image-pixels` set the `Limits`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from llava15.infer.protocol import (
 
 log = logging.getLogger(__name__)
 WEBUI = Path(__file__).parent / "webui"
+API_KEY_ENV = "LLAVA15_API_KEY"
 
 
 @dataclass
@@ -274,17 +279,24 @@ async def _sse(job: Job, rid: str, model: str, include_usage: bool):
 
 
 def run_serve(args: Any) -> int:
+    """Bind the port, load the checkpoint, serve until interrupted (args from `llava15.cli._serve`)."""
+    import os
+
     import uvicorn
 
     from llava15.infer.engine import load_generation_bundle
+    from llava15.model.preflight import bind_port
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bundle = load_generation_bundle(args.model, device=args.device)
+    sock = bind_port(args.host, args.port)  # a taken port is named now, not after the model has loaded
     limits = Limits(max_tokens=args.max_tokens_limit, allowed_image_dir=args.allowed_image_dir,
-                    allow_remote_images=args.allow_remote_images)
-    name = Path(args.model.rstrip("/")).name or str(args.model)
+                    allow_remote_images=args.allow_remote_images, max_request_bytes=args.max_request_bytes,
+                    max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    name = getattr(args, "served_model_name", None) or Path(str(args.model).rstrip("/")).name or str(args.model)
+    bundle = load_generation_bundle(args.model, device=args.device)
     engine = Engine(bundle, compile_decode=args.compile)
-    app = create_app(engine, name, limits, api_key=args.api_key, max_batch_size=args.max_batch_size)
-    print(f"llava15 serve: model {name!r} on http://{args.host}:{args.port} (web UI at /)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(engine, name, limits, api_key=api_key, max_batch_size=args.max_batch_size)
+    auth = "bearer key required" if api_key else f"no API key (set {API_KEY_ENV} to require one)"
+    print(f"llava15 serve: model {name!r} on http://{args.host}:{args.port} (web UI at /; {auth})", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0

@@ -3,8 +3,8 @@
 Contract:
 - `to_hf(src, dst)`: an original-layout folder (haotian-liu `LlavaLlamaForCausalLM`: `mm_vision_tower`
   in a flat Llama `config.json`, keys `model.layers…`, `lm_head.weight`, `model.mm_projector.{0,2}.*`,
-  optional `model.vision_tower.vision_tower.vision_model.*`, vocab without `<image>`; training.md §2.1,
-  §7.3, §9) → a llava15 checkpoint (`save_checkpoint` layout). Missing vision weights are loaded from
+  optional `model.vision_tower.vision_tower.vision_model.*`, vocab without `<image>`; see
+  docs/conversion.md) → a llava15 checkpoint (`save_checkpoint` layout). Missing vision weights are loaded from
   `mm_vision_tower` (absolute path, path relative to `src`, or hub id). `<image>` (+ `<pad>` when the
   tokenizer has none) is added with mean-initialised rows, as `build_llava` does. What the HF config
   cannot hold (the original config, vocab size, whether vision weights were present) goes to
@@ -13,7 +13,7 @@ Contract:
   reverse. Added vocabulary rows are removed; original→HF→original is bit-exact for every tensor. A
   model with no recorded tower reference gets its tower written to `dst/vision_tower/` and referenced
   by absolute path.
-- Layouts are told apart by fields (`mm_vision_tower` and no `text_config` = original; hf_llava §9.1),
+- Layouts are told apart by fields (`mm_vision_tower` and no `text_config` = original),
   never by `model_type`. Keys are renamed by anchored regex rules; every source key must match exactly
   one rule and the result must be exactly the target model's key set, else `ConversionError` lists the
   leftovers.

@@ -7,8 +7,8 @@ Contract:
   folder). `read_meta(folder) -> CheckpointMeta | None` and `write_meta(folder, meta)` are the only
   readers and writers of that file; keys this version does not know are kept in `extra`.
 - Canonical key names are llava-hf's transformers-4.x layout (`language_model.model.*`,
-  `language_model.lm_head.weight`, `multi_modal_projector.linear_{1,2}.*`, `vision_tower.vision_model.*`;
-  hf_llava.md §2): what transformers 4 and 5, vLLM and SGLang all load. `canonical_state_dict(model)`
+  `language_model.lm_head.weight`, `multi_modal_projector.linear_{1,2}.*`, `vision_tower.vision_model.*`):
+  what transformers 4 and 5, vLLM and SGLang all load. `canonical_state_dict(model)`
   renames a `LlavaForConditionalGeneration`'s own (5.x) names; `TO_CANONICAL` normalises any layout
   transformers reads.
 - Weight files: `write_safetensors(tensors, folder)` writes `model.safetensors`, or shards of at most
@@ -41,7 +41,7 @@ FORMAT_VERSION = 1
 MAX_SHARD_BYTES = 5 * 1024**3
 # Vision towers whose transformers-4.x class nested its weights under `vision_model.` (5.x flattened it).
 NESTED_VISION_TYPES = {"clip_vision_model", "siglip_vision_model", "siglip2_vision_model"}
-# Any layout transformers 5 reads (hf_llava.md §2.2) → canonical; first matching anchored rule wins.
+# Any layout transformers 5 reads (its 5.x names, and the 4.x names it still accepts) → canonical; first matching anchored rule wins.
 TO_CANONICAL: list[tuple[str, str | None]] = [
     (r"^model\.language_model\.(.+)$", r"language_model.model.\1"),
     (r"^lm_head\.weight$", "language_model.lm_head.weight"),
@@ -49,7 +49,7 @@ TO_CANONICAL: list[tuple[str, str | None]] = [
     (r"^model\.vision_tower\.(.+)$", r"vision_tower.\1"),
     (r"^(language_model\.(model|lm_head)\..+|multi_modal_projector\..+|vision_tower\..+)$", r"\1"),
 ]
-# hf_llava.md §9.3: AutoProcessor/vLLM tokenize "<image>\n" without the extra "▁" the original
+# docs/conversion.md: AutoProcessor/vLLM tokenize "<image>\n" without the extra "▁" the original
 # tokenizer_image_token puts after each image; llava15's own engine builds the original ids.
 PROCESSOR_NOTE = ("HF processors tokenize the text after <image> jointly with it (one token fewer than the "
                   "original LLaVA prompt ids); llava15's engine reproduces the original ids.")
@@ -135,11 +135,18 @@ def write_meta(folder: str | Path, meta: CheckpointMeta) -> Path:
     return path
 
 
+def has_cls_token(vision_config: Any) -> bool:
+    """CLIP's vision tower prepends a CLS token to its patch features; SigLIP's does not."""
+    return str(getattr(vision_config, "model_type", "")).startswith("clip")
+
+
 def num_image_tokens(config: Any) -> int:
-    """Placeholder tokens per image: patches, plus the CLS token for the `full` strategy."""
+    """Placeholder tokens per image: the tower's output tokens (patches, plus CLIP's CLS token), less the
+    first one under the `default` strategy (which drops it, as transformers' LLaVA does: on CLIP that is
+    the CLS token, so SigLIP towers use `full`)."""
     vc = config.vision_config
-    patches = (vc.image_size // vc.patch_size) ** 2
-    return patches + (1 if config.vision_feature_select_strategy == "full" else 0)
+    tokens = (vc.image_size // vc.patch_size) ** 2 + (1 if has_cls_token(vc) else 0)
+    return tokens - (1 if config.vision_feature_select_strategy == "default" else 0)
 
 
 def is_original_layout(config: dict) -> bool:

@@ -3,7 +3,7 @@
 Contract:
 - `apply_lora(model, r=128, alpha=256, dropout=0.05) -> PeftModel`: adapters on every `nn.Linear` of
   the LLM (`q,k,v,o,gate,up,down_proj` for Llama), never `lm_head`, the vision tower or the projector
-  (training.md §0.14, §7.1); the projector stays fully trainable (freeze spec `projector+lora`).
+  (the original `find_all_linear_names` leaves out only the multimodal parts and `lm_head`); the projector stays fully trainable (freeze spec `projector+lora`).
 - `save_lora(model, out_dir, base, template, image, recipe=None)`: the peft adapter
   (`adapter_config.json`, `adapter_model.safetensors`), every trainable non-LoRA parameter (the
   projector) in `non_lora_trainables.safetensors` under the LLaVA model's own names, and

@@ -89,7 +89,7 @@ def packed_sdpa_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
     if packed is None or kwargs.get("sliding_window") is not None:
         raise ValueError(f"{PACKED_SDPA}: the forward got no `{KWARG}` (sample boundaries from "
                          "`model.packed_attention.packed_rows`) or this model uses a sliding window; set "
-                         "model.attn_implementation to flash_attention_2 or eager, or data.batching=pad")
+                         "model.attn_implementation to flash_attention_2 or eager, or data.batching=modality_grouped (padded batches)")
     skip = packed.query_skip if packed.query_skip is not None and _is_last_layer(module) else None
     gqa = query.shape[1] != key.shape[1]
     if query.is_cuda and dropout == 0.0 and _varlen() is not None:

@@ -31,6 +31,7 @@ from llava15.data.images import ImageSettings
 from llava15.model.format import (
     CheckpointMeta,
     canonical_state_dict,
+    has_cls_token,
     num_image_tokens,
     remove_weight_files,
     write_meta,
@@ -82,14 +83,13 @@ def write_checkpoint(tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, t
         except ValueError as exc:  # a custom template still saves; HF chat users need --chat-template
             log.warning("%s: %s; chat_template.jinja not written", out, exc)
     (out / "preprocessor_config.json").write_text(json.dumps(image.to_processor_config(), indent=2))
-    vision_type = config.vision_config.model_type
     processor = {
         "processor_class": "LlavaProcessor",
         "image_token": IMAGE_TOKEN,
         "patch_size": int(config.vision_config.patch_size),
         "vision_feature_select_strategy": config.vision_feature_select_strategy,
-        # CLIP prepends a CLS token that "default" drops; SigLIP has none (hf_llava.md pitfall 2).
-        "num_additional_image_tokens": 1 if vision_type.startswith("clip") else 0,
+        # CLIP prepends a CLS token that "default" drops; SigLIP has none.
+        "num_additional_image_tokens": 1 if has_cls_token(config.vision_config) else 0,
     }
     (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
 

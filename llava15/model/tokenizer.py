@@ -6,7 +6,7 @@ Contract:
   HF LLaVA conversion does: Vicuna ships none), and returns the id of `<image>`. Idempotent.
 - `vicuna_tokenizer_config(model_max_length)`: Vicuna-v1.5's `tokenizer_config.json`.
 - `copy_sentencepiece_model(tokenizer, out_dir)` writes the `tokenizer.model` a tokenizer was loaded
-  from next to the files `save_pretrained` wrote (it writes none itself: hf_llava.md §9.2).
+  from next to the files `save_pretrained` wrote (`save_pretrained` of a fast Llama tokenizer writes none itself).
 """
 
 from __future__ import annotations

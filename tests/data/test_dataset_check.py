@@ -96,7 +96,9 @@ def test_data_check_reports_each_problem(data, capsys, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert report["records"] == len(GOOD) + len(BAD) and report["good"] == len(GOOD)
     assert {k: v["count"] for k, v in report["problems"].items()} == {k: 1 for k in BAD}
-    assert all(v["examples"] == [k] for k, v in report["problems"].items())
+    assert all(len(v["examples"]) == 1 and v["examples"][0].startswith(f"{k} (line ")
+               for k, v in report["problems"].items())
+    assert set(report["not_checked"]) == set() and "role order" in report["checks"]
     assert "nope.png" in report["problems"]["missing_image"]["message"]
     assert report["modality"] == {"one image": 1, "several images": 1, "text-only": 1}
     assert 0 < report["supervised_fraction"] < 1 and png.stat().st_size > 1000

@@ -1,7 +1,10 @@
-"""A real `llava15 serve` process on 127.0.0.1 serving the tiny model, shared by the server and web UI tests."""
+"""A real `llava15 serve` process on 127.0.0.1 serving the tiny model, shared by the server and web UI tests.
+
+It runs with the API key in `LLAVA15_API_KEY`, a served model name and lowered image and body limits."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +18,9 @@ import pytest
 
 API_KEY = "test-key-123"
 MAX_TOKENS_LIMIT = 64
+SERVED_NAME = "tiny-llava"
+MAX_IMAGE_PIXELS = 4_000_000
+MAX_REQUEST_BYTES = 16_000_000
 
 
 @dataclass
@@ -26,6 +32,8 @@ class Server:
     log: Path
     api_key: str = API_KEY
     max_tokens_limit: int = MAX_TOKENS_LIMIT
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_request_bytes: int = MAX_REQUEST_BYTES
 
 
 def _free_port() -> int:
@@ -43,10 +51,12 @@ def server(tiny_llava_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     port = _free_port()
     cmd = [sys.executable, "-m", "llava15.cli", "serve", "--model", str(tiny_llava_dir), "--host", "127.0.0.1",
-           "--port", str(port), "--api-key", API_KEY, "--allowed-image-dir", str(image_dir),
-           "--max-tokens-limit", str(MAX_TOKENS_LIMIT), "--device", "cpu"]
+           "--port", str(port), "--served-model-name", SERVED_NAME, "--allowed-image-dir", str(image_dir),
+           "--max-tokens-limit", str(MAX_TOKENS_LIMIT), "--max-image-pixels", str(MAX_IMAGE_PIXELS),
+           "--max-request-bytes", str(MAX_REQUEST_BYTES), "--device", "cpu"]
+    env = {**os.environ, "LLAVA15_API_KEY": API_KEY}  # the key travels in the environment, not in `ps`
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while True:
@@ -61,7 +71,7 @@ def server(tiny_llava_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             proc.kill()
             pytest.fail(f"llava15 serve did not come up in 180 s:\n{log.read_text()[-3000:]}")
         time.sleep(0.3)
-    yield Server(url, tiny_llava_dir.name, proc, image_dir, log)
+    yield Server(url, SERVED_NAME, proc, image_dir, log)
     proc.terminate()
     try:
         proc.wait(timeout=20)

@@ -1,4 +1,4 @@
-"""Evaluation sets in the official benchmark layouts (eval.md section 3), under `<eval_root>/<bench>/`
+"""Evaluation sets in the official benchmark layouts (docs/evaluation.md), under `<eval_root>/<bench>/`
 as LLaVA's `playground/data/eval/<bench>/`. Each writer takes `n` (images, or problems) and returns the
 paths it wrote, keyed as the eval code asks for them (`question_file`, `image_folder`, `annotation_file`...).
 

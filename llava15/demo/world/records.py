@@ -1,4 +1,4 @@
-"""Training records in the original LLaVA format (training.md section 4), one builder per data kind.
+"""Training records in the original LLaVA format (docs/data.md), one builder per data kind.
 
 Stage 1 (`pretrain_record`) mirrors the 558K captions: one human turn holding a caption instruction
 and `<image>` (either order, as in the 558K file; the `plain` template drops the instruction), one gpt
