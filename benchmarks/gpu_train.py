@@ -41,6 +41,9 @@ def build(dry: bool, device: torch.device):
 
 
 def make_micro_batches(cfg, n_micro: int, per_row: int, n_text: int, device, seed: int) -> list[dict]:
+    """Host batches, as the loader hands them to the step (which moves them to the device)."""
+    from llava15.data.packing import boundaries
+
     gen = torch.Generator().manual_seed(seed)
     n_img = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
     size = cfg.vision_config.image_size
@@ -54,11 +57,11 @@ def make_micro_batches(cfg, n_micro: int, per_row: int, n_text: int, device, see
             ids += sample
             labels += [-100] * half + sample[half:]
             pos += list(range(len(sample)))
-        out.append({"input_ids": torch.tensor([ids], device=device),
-                    "labels": torch.tensor([labels], device=device),
-                    "position_ids": torch.tensor([pos], device=device),
-                    "pixel_values": torch.randn(per_row, 3, size, size, generator=gen).to(device),
-                    "num_samples": per_row})
+        batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                 "position_ids": torch.tensor([pos]), "pixel_values": torch.randn(per_row, 3, size, size, generator=gen),
+                 "num_samples": per_row}
+        batch.update(boundaries(batch["position_ids"], batch["labels"]))  # what the packing collator adds
+        out.append(batch)
     return out
 
 

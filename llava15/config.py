@@ -86,7 +86,11 @@ class DataConfig:
     padding_side: str = "right"
     """Padding side when batching by padding."""
     num_workers: int = 0
-    """DataLoader worker processes."""
+    """DataLoader worker processes that read, tokenize and preprocess (decode images) off the training
+    loop; 0 does it in the training process."""
+    balance_tokens: bool = True
+    """Deal each optimizer step's samples into micro-batches of equal sample counts but balanced token
+    counts (ranks finish their forward passes together); false: consecutive chunks, as the original."""
 
     def __post_init__(self) -> None:
         _check_choice("data.image_aspect_ratio", self.image_aspect_ratio, ("pad", "square", "resize"))
@@ -157,7 +161,21 @@ class TrainConfig:
     precision: str = "auto"
     """`auto` (bf16 on GPU, fp32 on CPU), `bf16`, `fp32`."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass to save memory."""
+    """Deprecated spelling of `activation_checkpointing: full` (kept for older recipes)."""
+    activation_checkpointing: str = "auto"
+    """Recompute activations in the backward pass to save memory: `none`, `full` (every decoder layer),
+    `every_k` (e.g. `every_2`: every second layer), or `auto`: none on CPU and where no LLM weight trains
+    (stage 1: only input gradients flow back through the frozen LLM), `every_2` for LoRA, `full` for
+    full fine-tuning on GPU."""
+    async_save: bool = False
+    """Write resumable checkpoints in a background thread (torch.distributed.checkpoint.async_save) while
+    training goes on; the next save or the end of the run waits for it."""
+    mesh: list[int] | None = None
+    """Device mesh for FSDP2: null = shard over all ranks; `[replicate, shard]` = HSDP, e.g. `[4, 8]` for
+    4 nodes of 8 GPUs (shard within a node, replicate across nodes)."""
+    sample_log: str = ""
+    """JSONL file of the record ids each rank consumed at each optimizer step (`{"step", "rank", "ids"}`,
+    `step` counting from 1); empty: no log. A resumed run appends, never repeating a logged step."""
     save_steps: int = 0
     """Save a resumable checkpoint every N optimizer steps; 0 = only at the end."""
     save_total_limit: int = 1
@@ -195,6 +213,13 @@ class TrainConfig:
             raise ConfigError(
                 f"train.global_batch_size ({self.global_batch_size}) must be a multiple of "
                 f"train.micro_batch_size ({self.micro_batch_size})")
+        ac = self.activation_checkpointing
+        if ac not in ("auto", "none", "full") and not (ac.startswith("every_") and ac[6:].isdigit() and int(ac[6:]) > 0):
+            raise ConfigError(f"train.activation_checkpointing must be auto, none, full or every_K (K ≥ 1, e.g. "
+                              f"every_2); got {ac!r}")
+        if self.mesh is not None and (not isinstance(self.mesh, list) or len(self.mesh) != 2
+                                      or not all(isinstance(n, int) and n > 0 for n in self.mesh)):
+            raise ConfigError(f"train.mesh must be null or [replicate, shard] (two positive integers); got {self.mesh!r}")
 
 
 @dataclass

@@ -25,7 +25,7 @@ def test_paper_values() -> None:
         t = cfg.train
         assert (t.lr_scheduler, t.warmup_ratio, t.weight_decay, t.epochs) == ("cosine", 0.03, 0.0, 1.0)
         assert (t.adam_beta1, t.adam_beta2, t.adam_eps, t.max_grad_norm) == (0.9, 0.999, 1e-8, 0.0)
-        assert t.gradient_checkpointing and t.precision == "auto" and cfg.data.model_max_length == 2048
+        assert t.activation_checkpointing == "auto" and t.precision == "auto" and cfg.data.model_max_length == 2048
         assert cfg.model.vision_feature_layer == -2 and cfg.model.projector == "mlp2x_gelu"
     assert (s1.train.global_batch_size, s1.train.lr, s1.train.stage) == (256, 1e-3, "projector")
     assert (s1.data.template, s1.data.image_aspect_ratio) == ("plain", "square")

@@ -45,6 +45,7 @@ from llava15.train.distributed import DistInfo, barrier
 
 PREFIX = "step-"
 _TRAINABLE = StateDictOptions(ignore_frozen_params=True)
+_SET_TRAINABLE = StateDictOptions(ignore_frozen_params=True, strict=False)  # frozen weights: from the recipe
 # Keys a resumed run may change: where and how often it writes, how it is launched and computed.
 RESUMABLE_CHANGES = {
     "train.save_steps", "train.save_total_limit", "train.log_steps", "train.resume", "train.tensorboard",
@@ -212,7 +213,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     app = {"model": model_sd, "optim": optim_sd}
     dcp.load(app, checkpoint_id=str(path))
     set_state_dict(model, optimizer, model_state_dict=app["model"], optim_state_dict=app["optim"],
-                   options=_TRAINABLE)
+                   options=_SET_TRAINABLE)
     rng_file = path / f"rng-rank{dist_info.rank}.pt"
     if state.get("world_size", 1) == dist_info.world_size and rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=True))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from llava15.train.batches import BatchPlan
@@ -44,8 +45,10 @@ def step_batches(dataset, plan: BatchPlan, rank: int, collate: Callable, start_s
     items = MicroBatches(dataset, plan, rank, collate)
     accum = plan.grad_accum
     kw = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers > 0 else {}
+    # its own generator: creating the iterator must not draw from the global RNG (a resumed run would
+    # then diverge from the uninterrupted one)
     loader = DataLoader(items, batch_size=None, sampler=range(start_step * accum, end_step * accum),
-                        num_workers=num_workers, pin_memory=pin_memory, **kw)
+                        num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator(), **kw)
     it = iter(loader)
     for _ in range(start_step, end_step):
         yield [next(it) for _ in range(accum)]

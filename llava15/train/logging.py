@@ -28,6 +28,17 @@ def peak_memory_mib(device: torch.device) -> float:
     return rss_kib / 1024 if sys.platform != "darwin" else rss_kib / 2**20
 
 
+def host_rss_mib() -> float:
+    """This process's resident set size now (Linux `/proc/self/status`; else its peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_memory_mib(torch.device("cpu"))
+
+
 def say(msg: str, is_main: bool = True) -> None:
     """Rank-0 console line (through tqdm so it does not break the bar)."""
     if is_main:

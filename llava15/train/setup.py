@@ -3,12 +3,17 @@
 `load_base(cfg)` assembles (tower + LLM, `model.build`) or loads (`model.init_checkpoint`) the model in
 the recipe's weight dtype, with the stage-1 projector when `model.init_projector` is given.
 `build_model(cfg, dist) -> TrainModel` then: switches off `text_config.use_cache` (with a cache object
-transformers does not detect packed sequences, hf_llava.md §0.1); under `data.batching: pack` runs the
-language model with llava15's packed attention (`model.packed_attention`); adds LoRA adapters; applies
-the stage's freezing (and prints the table); enables activation checkpointing; places the model
-(`train.precision`); restricts the last decoder layer to supervised rows (`model.last_layer_rows`);
-compiles the decoder layers when asked (`train.compile`). The result carries the typed `StepContext`
-the loop needs.
+transformers does not detect packed sequences); under `data.batching: pack` runs the language model with
+llava15's packed attention (`model.packed_attention`); adds LoRA adapters; applies the stage's freezing
+(and prints the table); enables activation checkpointing (`train.activation_checkpointing`); compiles
+the decoder layers when asked (`train.compile`, before sharding, as FSDP2 expects); places and shards the
+model (`train.precision`, `train.distributed`); restricts the last decoder layer to supervised rows
+(`model.last_layer_rows`). The result carries the typed `StepContext` the loop needs.
+
+Memory: with several ranks only rank 0 reads the weights; the others build the same model on the meta
+device, and after sharding rank 0 sends each rank its shards (`set_model_state_dict(...,
+broadcast_from_rank0=True)`) and the buffers: host memory holds one copy of the model per node, not
+one per rank.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as tdist
 
 from llava15.config import RecipeConfig
 from llava15.data.images import ImageSettings
@@ -68,6 +74,37 @@ def load_base(cfg: RecipeConfig):
     return model, tok, ImageSettings(size=size, mean=mean, std=std, aspect_ratio=cfg.data.image_aspect_ratio)
 
 
+def _load_on_rank0(cfg: RecipeConfig, dist: DistInfo):
+    """(model, tokenizer, image): real on rank 0, the same architecture on the meta device elsewhere."""
+    from transformers import LlavaForConditionalGeneration
+
+    model, tok, image = load_base(cfg) if dist.is_main else (None, None, None)
+    if not dist.distributed:
+        return model, tok, image
+    shared = [(model.config, model.generation_config, tok, image) if dist.is_main else None]
+    tdist.broadcast_object_list(shared, src=0)
+    config, generation, tok, image = shared[0]
+    if not dist.is_main:
+        with torch.device("meta"):
+            model = LlavaForConditionalGeneration._from_config(config, dtype=_weights_dtype(cfg))
+        model.generation_config = generation
+    return model, tok, image
+
+
+def activation_checkpointing(cfg: RecipeConfig, device: torch.device) -> int:
+    """Every how many decoder layers to recompute (0: none), from `train.activation_checkpointing`."""
+    choice = cfg.train.activation_checkpointing
+    if choice == "auto" and cfg.train.gradient_checkpointing:
+        choice = "full"
+    if choice == "auto":
+        if device.type != "cuda" or cfg.train.stage == "projector":
+            return 0  # CPU memory is not the limit; stage 1 needs no LLM weight gradient
+        return 2 if cfg.train.stage == "projector+lora" else 1
+    if choice in ("none", "full"):
+        return 0 if choice == "none" else 1
+    return int(choice.split("_")[1])
+
+
 def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     """The model ready to train, its tokenizer, image settings and step context (module docstring)."""
     from llava15.model.format import num_image_tokens
@@ -79,7 +116,7 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     if (stage == "projector+lora") != cfg.lora.enabled:
         raise ValueError(f"train.stage={stage!r} and lora.enabled={cfg.lora.enabled} disagree: LoRA runs use "
                          "train.stage=projector+lora with lora.enabled=true")
-    model, tok, image = load_base(cfg)
+    model, tok, image = _load_on_rank0(cfg, dist)
     model.config.text_config.use_cache = False
     packed = cfg.data.batching == "pack" and use_packed_attention(model)
     if packed:
@@ -91,10 +128,12 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
 
         model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
     say(f"trainable parameters ({stage}):\n{apply_freeze(model, stage)}", dist.is_main)
-    if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    autocast_dtype, precision = place_model(model, cfg, dist)
-    say(f"precision: {precision}", dist.is_main)
+    every = activation_checkpointing(cfg, dist.device)
+    if every:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
+                                              every_n_layers=every)
+    say(f"activation checkpointing: {'none' if not every else 'every decoder layer' if every == 1 else f'every {every} layers'}"
+        f" ({cfg.train.activation_checkpointing})", dist.is_main)
     last_layer = LastLayerRows(model) if cfg.train.last_layer_supervised_only else None
     if last_layer is not None:
         say(last_layer.describe(), dist.is_main)
@@ -102,11 +141,13 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     if cfg.train.compile:
         from llava15.train.compile import compile_decoder_layers
 
-        # the last layer's row hooks and per-sample query ranges would break its graph every step
+        # the last layer's row hooks would break its graph every step
         n = compile_decoder_layers(model, skip_last=last_layer is not None)
         say(f"train.compile: {n} decoder layers of the language model compiled (dynamic shapes)"
             + ("; the last one runs eager, on supervised rows only" if last_layer is not None else ""),
             dist.is_main)
+    autocast_dtype, precision = place_model(model, cfg, dist)
+    say(f"precision: {precision}", dist.is_main)
     step = StepContext(dist=dist, loss_normalization=cfg.train.loss_normalization,
                        max_grad_norm=cfg.train.max_grad_norm, autocast_dtype=autocast_dtype,
                        image_token_id=int(config.image_token_id), num_image_tokens=num_image_tokens(config),

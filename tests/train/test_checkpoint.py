@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from llava15.config import TrainConfig
 from llava15.model.projector import save_projector
-from llava15.train.checkpoint import (
-    list_checkpoints,
-    load_training_state,
-    resolve_resume,
-    save_training_state,
-)
+from llava15.train.checkpoint import Checkpointer, list_checkpoints, load_training_state, resolve_resume
 from llava15.train.distributed import DistInfo
 from llava15.train.optim import build_optimizer
 from tests.train.conftest import tiny_llava
@@ -33,10 +29,17 @@ def _trained(seed: int = 0):
     return model, opt
 
 
-def test_save_resume_roundtrip_and_keep_last(tmp_path) -> None:
+def save_training_state(out, step, model, opt, state, dist, keep_last, async_save=False):
+    saver = Checkpointer(out, dist, keep_last, "train: {}\n", async_save=async_save)
+    saver.save(step, model, opt, {"scheduler": {}, "samples_consumed": step * 8, **state})
+    saver.wait()
+
+
+@pytest.mark.parametrize("async_save", [False, True])
+def test_save_resume_roundtrip_and_keep_last(tmp_path, async_save) -> None:
     model, opt = _trained()
     for step in (2, 4, 6):
-        save_training_state(tmp_path, step, model, opt, {"samples_seen": step * 8}, ONE, keep_last=2)
+        save_training_state(tmp_path, step, model, opt, {}, ONE, keep_last=2, async_save=async_save)
     ckpts = list_checkpoints(tmp_path)
     assert [p.name for p in ckpts] == ["step-000004", "step-000006"]
     assert resolve_resume("auto", tmp_path) == ckpts[-1]
@@ -64,7 +67,7 @@ def test_interrupted_save_leaves_latest_intact(tmp_path) -> None:
     save_training_state(tmp_path, 2, model, opt, {}, ONE, keep_last=3)
     broken = tmp_path / "checkpoints" / ".tmp-step-000004"  # what a crash mid-save leaves
     broken.mkdir()
-    (broken / "model.pt").write_bytes(b"partial")
+    (broken / "__0_0.distcp").write_bytes(b"partial")
     assert resolve_resume("auto", tmp_path).name == "step-000002"
     save_training_state(tmp_path, 4, model, opt, {}, ONE, keep_last=3)
     assert not broken.exists()
