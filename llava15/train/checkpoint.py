@@ -42,6 +42,8 @@ from torch.distributed.checkpoint.state_dict import (
 
 from llava15.config import ConfigError
 from llava15.train.distributed import DistInfo, barrier
+from llava15.train.host_memory import peak_rss_mib, release_freed_host_memory, reset_peak_rss
+from llava15.train.logging import say
 
 PREFIX = "step-"
 _TRAINABLE = StateDictOptions(ignore_frozen_params=True)
@@ -150,8 +152,12 @@ class Checkpointer:
         self._pending: tuple[Future, Path, Path] | None = None
 
     def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        """Write the state after `step` optimizer steps (every rank calls it)."""
+        """Write the state after `step` optimizer steps (every rank calls it). Each rank logs its peak host
+        memory during a synchronous save: every rank writes only its own shards, so none stands out."""
         self.wait()
+        # freed training tensors stay in the heap (`train.host_memory`); handed back first, the peak
+        # measures what the save itself holds
+        measured = not self.async_save and release_freed_host_memory() is not None and reset_peak_rss()
         final, tmp = self.root / f"{PREFIX}{step:06d}", self.root / f".tmp-{PREFIX}{step:06d}"
         if self.dist.is_main:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -172,6 +178,9 @@ class Checkpointer:
         else:
             dcp.save(app, checkpoint_id=str(tmp))
             self._commit(tmp, final)
+            if measured:
+                say(f"rank {self.dist.rank}: peak host RSS during the save of {final.name}: {peak_rss_mib():.0f} MiB",
+                    is_main=True)
 
     def wait(self) -> None:
         """Finish a background save (and make it the latest checkpoint)."""

@@ -29,7 +29,7 @@ from llava15.train.data import build_data, index_data
 from llava15.train.data_report import DataReport, check_bad_fraction
 from llava15.train.distributed import cleanup, init_distributed
 from llava15.train.final import save_final
-from llava15.train.host_memory import keep_freed_host_memory
+from llava15.train.host_memory import keep_freed_host_memory, release_freed_host_memory
 from llava15.train.loader import describe_skipped, step_batches
 from llava15.train.logging import MetricsLogger, host_rss_mib, peak_memory_mib, say
 from llava15.train.loop import train_step
@@ -74,7 +74,9 @@ def train(cfg: RecipeConfig) -> Path:
     check_bad_fraction(index, cfg.data.max_bad_fraction, cfg.data.image_folder or None)
     built = build_model(cfg, dist)
     model, tok, image, ctx = built.model, built.tokenizer, built.image, built.step
-    say(f"host memory after setup: {host_rss_mib():.0f} MiB on rank 0", dist.is_main)
+    if dist.device.type == "cpu":
+        release_freed_host_memory()  # rank 0 held the whole model while sending the shards
+    say(f"rank {dist.rank}: host memory after setup: {host_rss_mib():.0f} MiB")
     dataset, order, collate, lengths = build_data(cfg, index, tok, image, model.config, dist,
                                                   built.packed_attention)
     plan = BatchPlan(len(dataset), t_cfg.global_batch_size, t_cfg.micro_batch_size, dist.world_size,
@@ -91,7 +93,7 @@ def train(cfg: RecipeConfig) -> Path:
         start = state["step"]
         say(f"resumed from {resume_from} at step {start}/{plan.total_steps} ({state['samples_consumed']} samples "
             f"consumed, saved by {state['world_size']} rank(s), now {dist.world_size})", dist.is_main)
-        say(f"host memory after loading the checkpoint: {host_rss_mib():.0f} MiB on rank 0", dist.is_main)
+        say(f"rank {dist.rank}: host memory after loading the checkpoint: {host_rss_mib():.0f} MiB")
     end = min(plan.total_steps, start + 2) if t_cfg.dry_run else plan.total_steps
     logger = MetricsLogger(out, plan.total_steps, start, enabled=dist.is_main and not t_cfg.dry_run,
                            tensorboard=t_cfg.tensorboard, wandb=t_cfg.wandb, run_config=recipe,
