@@ -108,6 +108,9 @@ def save_training_state(output_dir: str | Path, step: int, model: nn.Module, opt
         tmp.mkdir()
     barrier()
     model_sd = get_model_state_dict(model, options=_GATHER)
+    # only parameters: a quantized frozen base (model.quantize) adds its quantization state to the state dict
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    model_sd = {k: v for k, v in model_sd.items() if k in trainable}
     optim_sd = get_optimizer_state_dict(model, optimizer, options=_GATHER)
     rng_file = tmp / f"rng-rank{dist_info.rank}.pt"
     torch.save(rng_state(), rng_file)
