@@ -135,13 +135,13 @@ def merge_shards(bench_dir: Path, world: int, expected: list[int], timeout_s: fl
     return out
 
 
-def engine_generate(model: str, device: str | None,
-                    max_new_tokens_cap: int | None = None) -> tuple[GenerateFn, dict[str, Any]]:
+def engine_generate(model: str, device: str | None, max_new_tokens_cap: int | None = None,
+                    eager: bool = False) -> tuple[GenerateFn, dict[str, Any]]:
     """Load the checkpoint once; return the batched greedy generate function and the model settings."""
     from llava15.data.conversation import Message
     from llava15.infer.engine import load_generation_bundle
 
-    bundle = load_generation_bundle(model, device=device)
+    bundle = load_generation_bundle(model, device=device, fast_decode=False if eager else None)
     engine = bundle.engine
 
     def generate(batch: list[Question], images: list[list[Any]], batch_size: int) -> list[str]:
@@ -168,7 +168,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     cap = getattr(args, "max_new_tokens", None)
-    generate, model_settings = engine_generate(args.model, device, cap)
+    generate, model_settings = engine_generate(args.model, device, cap, eager=bool(getattr(args, "eager", False)))
     if cap:
         model_settings["max_new_tokens_cap"] = cap  # not the official protocol: recorded with the scores
     batch_size, limit = int(args.batch_size), int(getattr(args, "limit", 0) or 0)

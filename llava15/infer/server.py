@@ -279,11 +279,14 @@ def run_serve(args: Any) -> int:
     from llava15.infer.engine import load_generation_bundle
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bundle = load_generation_bundle(args.model, device=args.device)
+    bundle = load_generation_bundle(args.model, device=args.device, quantize=getattr(args, "quantize", None),
+                                    fast_decode=False if getattr(args, "eager", False) else None)
     limits = Limits(max_tokens=args.max_tokens_limit, allowed_image_dir=args.allowed_image_dir,
                     allow_remote_images=args.allow_remote_images)
     name = Path(args.model.rstrip("/")).name or str(args.model)
-    engine = Engine(bundle, compile_decode=args.compile)
+    options = dict(bundle.decode_options or {})  # on CUDA: compiled decode step + CUDA graphs unless --eager
+    options["compile_decode"] = options.get("compile_decode", False) or bool(getattr(args, "compile", False))
+    engine = Engine(bundle, **options)
     app = create_app(engine, name, limits, api_key=args.api_key, max_batch_size=args.max_batch_size)
     print(f"llava15 serve: model {name!r} on http://{args.host}:{args.port} (web UI at /)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -197,14 +197,17 @@ def quantize_for_training(model: nn.Module, method: str, device: torch.device | 
     return summary
 
 
-def quantize_for_inference(model: nn.Module, method: str) -> QuantSummary:
-    """Weight-only quantization of the LLM's linear layers where they are (module docstring's table)."""
+def quantize_for_inference(model: nn.Module, method: str, weight_only_int8: bool | None = None) -> QuantSummary:
+    """Weight-only quantization of the LLM's linear layers where they are (module docstring's table).
+    `weight_only_int8` picks `WeightOnlyLinear` for int8 (default: on CUDA) instead of bitsandbytes."""
     if method not in INFER_METHODS:
         raise ValueError(f"quantize must be one of {', '.join(INFER_METHODS)}; got {method!r}")
     lm = _language_model(model)
     first = next(lm.parameters())
     device, dtype = first.device, first.dtype
-    if method == "nf4" or (method == "int8" and device.type == "cpu"):
+    if weight_only_int8 is None:
+        weight_only_int8 = device.type == "cuda"
+    if method == "nf4" or (method == "int8" and not weight_only_int8):
         impl = ("bitsandbytes Linear4bit (NF4, double quantization)" if method == "nf4"
                 else "bitsandbytes Linear8bitLt (LLM.int8())")
         summary = _replace(model, lambda lin: _bnb_layer(lin, method, device, dtype), method, impl)
