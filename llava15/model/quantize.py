@@ -262,7 +262,9 @@ def linear_bytes(model: nn.Module) -> tuple[int, int]:
     """(bytes stored, bytes of the same weights in fp32) over the LLM's linear layers."""
     lm = _language_model(model)
     stored = full = 0
-    for module in lm.modules():
+    for name, module in lm.named_modules():
+        if "lora_" in name:  # peft's adapters are trained, not part of the base
+            continue
         if is_quantized_linear(module):
             stored += module_bytes(module)
             full += (module.in_features + (module.bias is not None)) * module.out_features * 4
