@@ -169,7 +169,7 @@ def _quantized_row(method: str, model, bundle, row, device, bw: float, kv_bytes:
     limit = bw * 1e12 / (read + kv_bytes)
     label = f"llava15 engine compiled + CUDA graphs, {method} weights"
 
-    def fn(k: int) -> None:
+    def fn(k: int, engine=engine) -> None:
         assert sum(1 for _ in engine.run([row], [DecodingParams(max_new_tokens=k, ignore_eos=True)])) == k
 
     _measure([(label, fn)], rates, device, args, n)
