@@ -138,7 +138,7 @@ def _bnb():
     try:
         import bitsandbytes as bnb
     except ImportError:
-        raise ImportError("quantization needs bitsandbytes: pip install 'llava15[train]' "
+        raise ImportError("quantization needs bitsandbytes: pip install 'llava15[quant]' "
                           "(or pip install bitsandbytes)") from None
     return bnb
 
