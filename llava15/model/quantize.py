@@ -26,8 +26,11 @@ decode shape, 1 thread of a shared 2-core Xeon, eager, microseconds; torch 2.13 
 | 512 x 1376   |  144 |      259 |          264 |                 175 |     322 |        6076 |       3472 |
 | 4096 x 4096  | 3941 |     2318 |        85770 |               71368 |   56139 |      416603 |     192686 |
 
-torch.compile did not fuse the int8 dequantization into the product on CPU (torchao int8 43790 us,
-dequant+matmul 42928 us at 4096 x 4096). Hence: `int8` on CPU is bitsandbytes' int8 kernel (the only
+(bnb int8 here with outlier threshold 0.) torch.compile did not fuse the int8 dequantization into the
+product on CPU (torchao int8 43790 us, dequant+matmul 42928 us at 4096 x 4096). End to end, the picture
+differs at small sizes: bench-small batch-1 decode with int8 layers (bitsandbytes, threshold 6.0) ran at
+0.17x the full-precision engine (5.1 vs 30.2 tok/s, 2 threads, load ~5 on the shared 2-core machine;
+`benchmarks/generate_throughput.py --quantize int8`): on CPU, int8 saves memory, not time. Hence: `int8` on CPU is bitsandbytes' int8 kernel (the only
 int8 path faster than fp32 at 7B sizes; it also quantizes each activation row to int8 and keeps
 outlier features above 6.0 in full precision: LLM.int8()); `nf4` is bitsandbytes everywhere (its
 CUDA gemv kernel reads 4-bit weights; on CPU it saves memory, not time). On CUDA `int8` and `fp8` are
