@@ -19,7 +19,7 @@ Contract:
   compute with (used by `llava15 merge`); `linear_bytes(model) -> (stored, full_precision)`.
 
 Which implementation runs where (measured: one `[1, in] x [in, out]` matrix-vector product, the batch-1
-decode shape, 1 thread of a shared 2-core Xeon, eager, microseconds; torch 2.13 CPU, bitsandbytes
+decode shape, 1 thread of a shared 2-core AMD EPYC (Zen 4, KVM), eager, microseconds; torch 2.13 CPU, bitsandbytes
 0.50.2, torchao 0.18.0):
 
 | shape        | fp32 | bnb int8 | torchao int8 | int8 dequant+matmul | bnb nf4 | torchao nf4 | fp8 upcast |
