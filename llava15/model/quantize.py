@@ -19,26 +19,28 @@ Contract:
   compute with (used by `llava15 merge`); `linear_bytes(model) -> (stored, full_precision)`.
 
 Which implementation runs where (measured: one `[1, in] x [in, out]` matrix-vector product, the batch-1
-decode shape, 1 thread of a shared 2-core AMD EPYC (Zen 4, KVM), eager, microseconds; torch 2.13 CPU, bitsandbytes
-0.50.2, torchao 0.18.0):
+decode shape, 1 thread of a shared 2-core AMD EPYC (Zen 4, KVM), eager, microseconds; torch 2.13 CPU,
+bitsandbytes 0.50.2 with outlier threshold 0, torchao 0.18.0):
 
 | shape        | fp32 | bnb int8 | torchao int8 | int8 dequant+matmul | bnb nf4 | torchao nf4 | fp8 upcast |
 | 512 x 1376   |  144 |      259 |          264 |                 175 |     322 |        6076 |       3472 |
 | 4096 x 4096  | 3941 |     2318 |        85770 |               71368 |   56139 |      416603 |     192686 |
 
-(bnb int8 here with outlier threshold 0.) torch.compile did not fuse the int8 dequantization into the
-product on CPU (torchao int8 43790 us, dequant+matmul 42928 us at 4096 x 4096). End to end, the picture
-differs at small sizes: bench-small batch-1 decode with int8 layers (bitsandbytes, threshold 6.0) ran at
-0.17x the full-precision engine (5.1 vs 30.2 tok/s, 2 threads, load ~5 on the shared 2-core machine;
-`benchmarks/generate_throughput.py --quantize int8`): on CPU, int8 saves memory, not time. Hence: `int8` on CPU is bitsandbytes' int8 kernel (the only
-int8 path faster than fp32 at 7B sizes; it also quantizes each activation row to int8 and keeps
-outlier features above 6.0 in full precision: LLM.int8()); `nf4` is bitsandbytes everywhere (its
-CUDA gemv kernel reads 4-bit weights; on CPU it saves memory, not time). On CUDA `int8` and `fp8` are
-`WeightOnlyLinear` (gpt-fast's int8 layer: `F.linear(x, w.to(x.dtype)) * scale`, per output channel),
-which the compiled decode step fuses into one kernel reading 1 byte per weight (gpt-fast measured 155.6
-vs 104.9 tok/s for bf16, Llama-2-7B on an A100: spec/perf_anchors.md); `fp8` (e4m3) also runs on CPU
-for checking, slowly. GPU speeds of these paths are not measured in this repository yet
-(`benchmarks/gpu_decode.py`).
+and, in a second run (other load): aten's `_weight_int8pack_mm` with bf16 activations 38.7 us at
+512 x 1376 (fp32 66.3), 950 us at 4096 x 4096 (fp32 3571; with fp32 activations it has no fast path:
+14198), 3505 us at 4096 x 11008 (fp32 9908).
+
+torch.compile did not fuse the int8 dequantization into the
+product on CPU (torchao int8 43790 us, dequant+matmul 42928 us at 4096 x 4096). End to end (bench-small
+batch-1 decode, 2 threads, shared machine): full precision 25.3 tok/s, bitsandbytes int8 2.9 (threshold
+6.0) / 3.4 (threshold 0), `WeightOnlyLinear` dequantizing in the product 13.7. Hence `int8` is
+`WeightOnlyLinear` everywhere: on CPU through `_weight_int8pack_mm` (bf16 activations), on CUDA as
+gpt-fast's layer, `F.linear(x, w.to(x.dtype)) * scale`, which the compiled decode step fuses into one
+kernel reading 1 byte per weight (gpt-fast measured 155.6 vs 104.9 tok/s for bf16, Llama-2-7B on an
+A100: spec/perf_anchors.md). `nf4` is bitsandbytes everywhere (its CUDA gemv kernel reads 4-bit
+weights; on CPU it saves memory, not time). `fp8` (e4m3, one scale per output channel) is the same
+layer as CUDA's int8, dequantized in the product; on CPU it runs, slowly, for checking. GPU speeds of
+these paths are not measured in this repository yet (`benchmarks/gpu_decode.py`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ INFER_METHODS = ("int8", "fp8", "nf4")
 NF4_BLOCK = 64  # QLoRA paper and bitsandbytes' default; the block scales are quantized again in blocks of 256
 INT8_OUTLIER_THRESHOLD = 6.0  # LLM.int8(), the value the original's `--bits 8` (BitsAndBytesConfig) uses
 FP8_MAX = 448.0  # largest float8_e4m3fn
+_INT8_CPU_KERNEL = getattr(torch, "_weight_int8pack_mm", None)  # x[M,K] bf16, w[N,K] int8, scale[N] -> [M,N]
 
 
 @dataclass
@@ -92,8 +95,17 @@ class WeightOnlyLinear(nn.Module):
         bias = linear.bias
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
+    # On CPU, int8 goes through aten's int8-weight kernel with bf16 activations (see the module docstring's
+    # table: the only int8 path there faster than fp32); False = the formula CUDA compiles, everywhere.
+    cpu_kernel: bool = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = nn.functional.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
+        if self.cpu_kernel and x.device.type == "cpu" and self.weight.dtype == torch.int8 and _INT8_CPU_KERNEL:
+            rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)
+            out = _INT8_CPU_KERNEL(rows, self.weight, self.scale.to(torch.bfloat16))
+            out = out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        else:
+            out = nn.functional.linear(x, self.weight.to(x.dtype)) * self.scale.to(x.dtype)
         return out if self.bias is None else out + self.bias.to(x.dtype)
 
     def dequantized(self) -> torch.Tensor:
@@ -200,27 +212,25 @@ def quantize_for_training(model: nn.Module, method: str, device: torch.device | 
     return summary
 
 
-def quantize_for_inference(model: nn.Module, method: str, weight_only_int8: bool | None = None) -> QuantSummary:
-    """Weight-only quantization of the LLM's linear layers where they are (module docstring's table).
-    `weight_only_int8` picks `WeightOnlyLinear` for int8 (default: on CUDA) instead of bitsandbytes."""
+def quantize_for_inference(model: nn.Module, method: str) -> QuantSummary:
+    """Weight-only quantization of the LLM's linear layers where they are (module docstring's table)."""
     if method not in INFER_METHODS:
         raise ValueError(f"quantize must be one of {', '.join(INFER_METHODS)}; got {method!r}")
     lm = _language_model(model)
     first = next(lm.parameters())
     device, dtype = first.device, first.dtype
-    if weight_only_int8 is None:
-        weight_only_int8 = device.type == "cuda"
-    if method == "nf4" or (method == "int8" and not weight_only_int8):
-        impl = ("bitsandbytes Linear4bit (NF4, double quantization)" if method == "nf4"
-                else "bitsandbytes Linear8bitLt (LLM.int8())")
-        summary = _replace(model, lambda lin: _bnb_layer(lin, method, device, dtype), method, impl)
+    if method == "nf4":
+        summary = _replace(model, lambda lin: _bnb_layer(lin, method, device, dtype), method,
+                           "bitsandbytes Linear4bit (NF4, double quantization)")
     else:
         storage = torch.int8 if method == "int8" else torch.float8_e4m3fn
         if device.type == "cpu":
             log.warning("fp8 weights on CPU are upcast at every step: smaller, but slower than the unquantized "
                         "model (measured ~24x for one layer); use it on a GPU")
+        kernel = ("aten int8 kernel, bf16 activations" if method == "int8" and device.type == "cpu"
+                  else "dequantized in the product")
         summary = _replace(model, lambda lin: WeightOnlyLinear(lin, storage), method,
-                           f"weight-only {method}, one scale per output channel")
+                           f"weight-only {method}, one scale per output channel, {kernel}")
     return summary
 
 
