@@ -17,9 +17,9 @@ engine alternate call by call (A B B A ...), so a change in machine load hits bo
 
 `--quantize int8|fp8|nf4` compares instead llava15's engine on the full-precision model with the same
 engine on the model whose LLM linear layers are quantized (`llava15.load(..., quantize=...)`), batch 1,
-alternating call by call; it ends with `batch1 decode ratio <method>/full: N.NNx` and the memory the
-weights take in each (parameters, buffers and quantization state, bytes counted) plus the process's
-peak RSS (both models are loaded in the one process, so RSS is not split between them).
+alternating call by call; it ends with `batch1 decode ratio <method>/full: N.NNx`, the memory the
+weights take in each (parameters, buffers and quantization state, bytes counted) and the peak RSS of a
+fresh process per variant that loads the model and decodes 32 tokens.
 
 Run: `python benchmarks/generate_throughput.py [--reps 5] [--threads 2] [--model DIR] [--clock thread]
 [--omp-wait passive|active] [--profile] [--compile]`. Ends with `batch1 decode speedup: N.NNx` and
@@ -142,6 +142,30 @@ def _profile_decode(engine, ids: list[int], gen) -> None:
                                                              max_name_column_width=40, max_shapes_column_width=50))
 
 
+CHILD = """
+import resource, sys, torch
+from llava15.infer.decoding import DecodingParams
+from llava15.infer.engine import Prepared, load_generation_bundle
+torch.set_num_threads(int(sys.argv[3]))
+b = load_generation_bundle(sys.argv[1], device="cpu", quantize=sys.argv[2] or None)
+size = b.model.config.vision_config.image_size
+ids = [1] + [5] * 4 + [b.image_token_id] * b.num_image_tokens + [7] * 45
+for _ in b.engine.run([Prepared(ids, torch.zeros(1, 3, size, size))], [DecodingParams(max_new_tokens=32, ignore_eos=True)]):
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _child_peak_rss(path, quantize: str | None, threads: int) -> float:
+    """Peak RSS (MiB) of a fresh process that loads the model (quantized after loading, as `llava15.load`
+    does) and decodes 32 tokens at batch 1."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), quantize or "", str(threads)], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
 def _weights_bytes(model) -> int:
     from llava15.model.quantize import module_bytes
 
@@ -185,10 +209,14 @@ def _bench_quantized(bundle, path, args, ids: list[int], gen) -> int:
     for name, model in (("full", bundle.model), (args.quantize, quant.model)):
         print(f"batch 1 {name:5s}: decode tok/s {rates[name]:.1f}, weights {_weights_bytes(model) / 2**20:.1f} MiB",
               flush=True)
-    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (both models); "
+    rss = bundle.peak_rss
+    print(f"peak RSS of a process that loads and decodes (one process each; the full-precision load comes before "
+          f"the quantization): full {rss['full']:.0f} MiB, {args.quantize} {rss[args.quantize]:.0f} MiB; this "
+          f"process (both models) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
           f"load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"batch1 decode ratio {args.quantize}/full: {rates[args.quantize] / rates['full']:.2f}x; weights "
-          f"{_weights_bytes(quant.model) / _weights_bytes(bundle.model):.2f}x")
+          f"{_weights_bytes(quant.model) / _weights_bytes(bundle.model):.2f}x; peak RSS "
+          f"{rss[args.quantize] / rss['full']:.2f}x")
     return 0
 
 
@@ -230,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_generation_bundle(str(path), device="cpu")
         if args.quantize:
             bundle.quantized = load_generation_bundle(str(path), device="cpu", quantize=args.quantize)
+            bundle.peak_rss = {name: _child_peak_rss(path, q, args.threads) for name, q in
+                               (("full", None), (args.quantize, args.quantize))}
     model, engine = bundle.model, Engine(bundle, compile_decode=args.compile)
     gen = torch.Generator().manual_seed(0)
     text = torch.randint(3, 31000, (49,), generator=gen).tolist()
