@@ -101,3 +101,13 @@ def test_gpu_benchmark_qlora_stage_runs_as_a_cpu_dry_run() -> None:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "to nf4" in proc.stdout and "stage2_qlora" in proc.stdout, proc.stdout
+
+
+def test_dry_run_prints_the_memory_projection_first(tiny_sources, data, tmp_path, capsys) -> None:
+    from llava15.cli import main
+
+    args = _qlora(tiny_sources, data, tmp_path / "dry", "nf4", **{"train.max_steps": 4})
+    assert main(["train", str(TINY_RECIPE), *args, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "memory projection per GPU" in text and "frozen LLM linears (nf4)" in text and "total" in text
+    assert text.index("memory projection") < text.index("quantized 14 linear layers")
