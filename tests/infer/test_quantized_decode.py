@@ -49,6 +49,16 @@ def greedy_agreement(reference, candidate) -> tuple[float, int]:
     return agree / total, total
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """A tiny model decodes fastest on one thread, and the int8 kernel's parallel region stalls on a loaded
+    2-core machine (each step waits for a time slice)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def full(tiny_llava_dir: Path):
     return llava15.load(str(tiny_llava_dir), device="cpu")

@@ -39,10 +39,15 @@ def data(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def runs(tiny_sources, data, tmp_path_factory) -> dict:
     out = {}
-    for q in ("none", "nf4"):
-        folder = tmp_path_factory.mktemp(f"run_{q}")
-        train(load_recipe(TINY_RECIPE, _qlora(tiny_sources, data, folder, q, **{"train.max_steps": STEPS})))
-        out[q] = folder
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before conftest's one-thread fixture; tiny models want one
+    try:
+        for q in ("none", "nf4"):
+            folder = tmp_path_factory.mktemp(f"run_{q}")
+            train(load_recipe(TINY_RECIPE, _qlora(tiny_sources, data, folder, q, **{"train.max_steps": STEPS})))
+            out[q] = folder
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
