@@ -15,6 +15,12 @@ first yield; the peer's first `streamer.put` of a new token): prefill = vision +
 first token, decode = the other 31 steps, as in the spec but from the same call. The peer and the
 engine alternate call by call (A B B A ...), so a change in machine load hits both alike.
 
+`--quantize int8|fp8|nf4` compares instead llava15's engine on the full-precision model with the same
+engine on the model whose LLM linear layers are quantized (`llava15.load(..., quantize=...)`), batch 1,
+alternating call by call; it ends with `batch1 decode ratio <method>/full: N.NNx`, the memory the
+weights take in each (parameters, buffers and quantization state, bytes counted) and the peak RSS of a
+fresh process per variant that loads the model and decodes 32 tokens.
+
 Run: `python benchmarks/generate_throughput.py [--reps 5] [--threads 2] [--model DIR] [--clock thread]
 [--omp-wait passive|active] [--profile] [--compile]`. Ends with `batch1 decode speedup: N.NNx` and
 `batch8 decode speedup: N.NNx`. `--clock thread` counts this thread's CPU time (with `--threads 1`:
@@ -136,6 +142,84 @@ def _profile_decode(engine, ids: list[int], gen) -> None:
                                                              max_name_column_width=40, max_shapes_column_width=50))
 
 
+CHILD = """
+import resource, sys, torch
+from llava15.infer.decoding import DecodingParams
+from llava15.infer.engine import Prepared, load_generation_bundle
+torch.set_num_threads(int(sys.argv[3]))
+b = load_generation_bundle(sys.argv[1], device="cpu", quantize=sys.argv[2] or None)
+size = b.model.config.vision_config.image_size
+ids = [1] + [5] * 4 + [b.image_token_id] * b.num_image_tokens + [7] * 45
+for _ in b.engine.run([Prepared(ids, torch.zeros(1, 3, size, size))], [DecodingParams(max_new_tokens=32, ignore_eos=True)]):
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def _child_peak_rss(path, quantize: str | None, threads: int) -> float:
+    """Peak RSS (MiB) of a fresh process that loads the model (quantized after loading, as `llava15.load`
+    does) and decodes 32 tokens at batch 1."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), quantize or "", str(threads)], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip().splitlines()[-1]) / 1024
+
+
+def _weights_bytes(model) -> int:
+    from llava15.model.quantize import module_bytes
+
+    return sum(module_bytes(m) for m in model.modules())
+
+
+def _bench_quantized(bundle, path, args, ids: list[int], gen) -> int:
+    """Batch-1 decode of the engine on full-precision vs quantized LLM weights (same ids and pixels)."""
+    import resource
+
+    import torch
+
+    from llava15.infer.decoding import DecodingParams
+    from llava15.infer.engine import Engine, Prepared
+
+    quant = bundle.quantized
+    engines = {"full": Engine(bundle, compile_decode=args.compile),
+               args.quantize: Engine(quant, compile_decode=args.compile)}
+    size = bundle.model.config.vision_config.image_size
+    rows = [Prepared(list(ids), torch.randn((1, 3, size, size), generator=gen))]
+    params = [DecodingParams(max_new_tokens=NEW_TOKENS, ignore_eos=True)]
+    tokens: dict[str, list[int]] = {}
+
+    def run(name: str) -> float:
+        steps = engines[name].run(rows, params)
+        next(steps)
+        first = CLOCK()
+        events = list(steps)
+        tokens[name] = events[-1][0].token_ids
+        return CLOCK() - first
+
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for name in engines:
+        run(name)  # warm-up
+    for rep in range(args.reps):
+        for name in (list(engines) if rep % 2 == 0 else list(reversed(engines))):
+            times[name].append(run(name))
+    rates = {name: (NEW_TOKENS - 1) / statistics.median(ts) for name, ts in times.items()}
+    same = sum(a == b for a, b in zip(tokens["full"], tokens[args.quantize]))
+    print(f"batch 1: {args.quantize} greedy tokens equal to full precision's at {same}/{len(tokens['full'])} positions")
+    for name, model in (("full", bundle.model), (args.quantize, quant.model)):
+        print(f"batch 1 {name:5s}: decode tok/s {rates[name]:.1f}, weights {_weights_bytes(model) / 2**20:.1f} MiB",
+              flush=True)
+    rss = bundle.peak_rss
+    print(f"peak RSS of a process that loads and decodes (one process each; the full-precision load comes before "
+          f"the quantization): full {rss['full']:.0f} MiB, {args.quantize} {rss[args.quantize]:.0f} MiB; this "
+          f"process (both models) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+          f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"batch1 decode ratio {args.quantize}/full: {rates[args.quantize] / rates['full']:.2f}x; weights "
+          f"{_weights_bytes(quant.model) / _weights_bytes(bundle.model):.2f}x; peak RSS "
+          f"{rss[args.quantize] / rss['full']:.2f}x")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -147,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--omp-wait", choices=["passive", "active"], default=None,
                     help="OMP_WAIT_POLICY for both (passive: idle OpenMP threads sleep instead of spinning)")
     ap.add_argument("--profile", action="store_true", help="print the top operators of a batch-1 decode step")
+    ap.add_argument("--quantize", choices=["int8", "fp8", "nf4"], default=None,
+                    help="compare the engine on quantized LLM weights with the full-precision engine (batch 1)")
     ap.add_argument("--compile", action="store_true",
                     help="the engine with compile_decode=True (its warm-up call pays the compilation)")
     args = ap.parse_args(argv)
@@ -170,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             vicuna = Path(__file__).resolve().parents[1].parent / "shared/spec/fixtures/vicuna_tokenizer"
             path = make_bench_small_llava(Path(tmp) / "bench-small", tokenizer_dir=vicuna if vicuna.exists() else None)
         bundle = load_generation_bundle(str(path), device="cpu")
+        if args.quantize:
+            bundle.quantized = load_generation_bundle(str(path), device="cpu", quantize=args.quantize)
+            bundle.peak_rss = {name: _child_peak_rss(path, q, args.threads) for name, q in
+                               (("full", None), (args.quantize, args.quantize))}
     model, engine = bundle.model, Engine(bundle, compile_decode=args.compile)
     gen = torch.Generator().manual_seed(0)
     text = torch.randint(3, 31000, (49,), generator=gen).tolist()
@@ -180,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
 
+    if args.quantize:
+        return _bench_quantized(bundle, path, args, ids, gen)
     if args.profile:
         _profile_decode(engine, ids, gen)
     results = {}

@@ -8,6 +8,13 @@ one decode step must read from HBM: the LLM's weights (blocks + LM head) plus th
 context length, divided by the card's bandwidth (`--bandwidth-tbs`; default by card name: H100 SXM
 3.35, H200 4.8, A100 2.0 TB/s; ~247 tok/s for LLaVA-1.5-7B on an H100).
 
+Rows: transformers `generate`; the engine eager; with CUDA graphs; compiled + CUDA graphs (the decode
+path `chat`, `serve` and `eval` take on a GPU by default: `fast_decode_options`); then, with
+`--quantize int8,fp8` (the default on CUDA), the compiled + graphed engine on a copy of the model whose
+LLM linear layers are quantized weight-only (`model.quantize.quantize_for_inference`), each against the
+bandwidth limit of the bytes it reads (its quantized layers + the bf16 lm_head + KV), and as a ratio to
+the bf16 engine on the same path.
+
 `--tiny` runs the same code on CPU with tiny shapes (used by the tests). Prints one line per
 measurement and ends with `decode tok/s (batch 1): N (P% of the bandwidth limit L tok/s)`.
 """
@@ -58,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--bandwidth-tbs", type=float, default=None)
+    ap.add_argument("--quantize", default=None,
+                    help="comma-separated weight-only methods to add (int8, fp8, nf4; default int8,fp8 on CUDA)")
     args = ap.parse_args(argv)
 
     from llava15.data.images import ImageSettings
     from llava15.infer.decoding import DecodingParams
-    from llava15.infer.engine import Engine, Prepared
+    from llava15.infer.engine import Engine, Prepared, fast_decode_options
     from llava15.model.format import num_image_tokens
     from llava15.model.load import LlavaBundle
     from llava15.testing import make_tiny_tokenizer
@@ -117,10 +126,64 @@ def main(argv: list[str] | None = None) -> int:
     def ours_graphs(k: int) -> None:
         assert sum(1 for _ in graphed.run([row], [DecodingParams(max_new_tokens=k, ignore_eos=True)])) == k
 
+    fast = Engine(bundle, **fast_decode_options(device))
+
+    def ours_fast(k: int, engine=fast) -> None:
+        assert sum(1 for _ in engine.run([row], [DecodingParams(max_new_tokens=k, ignore_eos=True)])) == k
+
     runs = [("transformers generate", peer), ("llava15 engine", ours)]
     if device.type == "cuda":
         runs.append(("llava15 engine + CUDA graphs", ours_graphs))
+        runs.append(("llava15 engine compiled + CUDA graphs (default)", ours_fast))
     rates = {}
+    _measure(runs, rates, device, args, n)
+    best = max((k for k in rates if k.startswith("llava15")), key=rates.get)
+    rate = rates[best]
+    methods = args.quantize if args.quantize is not None else ("int8,fp8" if device.type == "cuda" else "")
+    for method in [m for m in methods.split(",") if m]:
+        _quantized_row(method, model, bundle, row, device, bw, kv_bytes, rates, args, n)
+    print(f"decode tok/s (batch 1): {rate:.1f} ({100 * rate / limit:.0f}% of the bandwidth limit {limit:.1f} tok/s; "
+          f"{best}; transformers generate {rates.get('transformers generate', float('nan')):.1f})")
+    return 0
+
+
+def _quantized_row(method: str, model, bundle, row, device, bw: float, kv_bytes: int, rates: dict, args,
+                   n: int) -> None:
+    """The default decode path on a copy of the model with weight-only `method` LLM layers."""
+    import copy
+    import dataclasses
+
+    from llava15.infer.decoding import DecodingParams
+    from llava15.infer.engine import Engine, fast_decode_options
+    from llava15.model.quantize import module_bytes, quantize_for_inference
+
+    try:
+        qmodel = copy.deepcopy(model)
+        summary = quantize_for_inference(qmodel, method)
+    except Exception as exc:
+        print(f"{method}: not run: {type(exc).__name__}: {exc}", flush=True)
+        return
+    engine = Engine(dataclasses.replace(bundle, model=qmodel), **fast_decode_options(device))
+    lm = qmodel.model.language_model
+    read = sum(module_bytes(m) for m in lm.layers.modules()) + module_bytes(qmodel.lm_head)
+    limit = bw * 1e12 / (read + kv_bytes)
+    label = f"llava15 engine compiled + CUDA graphs, {method} weights"
+
+    def fn(k: int, engine=engine) -> None:
+        assert sum(1 for _ in engine.run([row], [DecodingParams(max_new_tokens=k, ignore_eos=True)])) == k
+
+    _measure([(label, fn)], rates, device, args, n)
+    if label in rates:
+        base = rates.get("llava15 engine compiled + CUDA graphs (default)") or float("nan")
+        print(f"{method}: {summary.describe()}; reads {read / 1e9:.2f} GB + KV per step -> limit {limit:.1f} tok/s; "
+              f"{rates[label]:.1f} tok/s = {100 * rates[label] / limit:.0f}% of it, {rates[label] / base:.2f}x the "
+              "bf16 engine on the same path", flush=True)
+    del engine, qmodel
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _measure(runs, rates: dict, device, args, n: int) -> None:
     for label, fn in runs:
         try:
             prefill = _timed(lambda fn=fn: fn(1), device, args.reps)
@@ -131,11 +194,6 @@ def main(argv: list[str] | None = None) -> int:
         rates[label] = (n - 1) / (total - prefill)
         print(f"{label}: prefill {prefill * 1e3:.1f} ms, total {total * 1e3:.1f} ms, "
               f"decode {rates[label]:.1f} tok/s", flush=True)
-    best = max((k for k in rates if k.startswith("llava15")), key=rates.get)
-    rate = rates[best]
-    print(f"decode tok/s (batch 1): {rate:.1f} ({100 * rate / limit:.0f}% of the bandwidth limit {limit:.1f} tok/s; "
-          f"{best}; transformers generate {rates.get('transformers generate', float('nan')):.1f})")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU benchmark suite (≤ 8 min on one H100): 7B-shaped LLaVA-1.5 training steps (stage 1 and LoRA
-# stage 2: samples/s, MFU), then the inference engineer's decode benchmark when present.
+# GPU benchmark suite (≤ 8 min on one H100): 7B-shaped LLaVA-1.5 training steps (stage 1, LoRA and
+# QLoRA stage 2: samples/s, MFU, peak GiB), then batch-1 decode (bf16 eager / CUDA graphs / compiled +
+# graphs, and int8 / fp8 weight-only: tok/s and % of the bandwidth limit of the bytes each reads).
 # Usage: bash benchmarks/gpu_suite.sh [--dry-run]    (--dry-run: tiny shapes on CPU, for the tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +15,14 @@ if [ -z "$DRY" ]; then
   echo "== training, stage 1 without activation checkpointing, 8 samples per row (the frozen LLM fits)"
   timeout 240 "$PY" benchmarks/gpu_train.py --no-checkpointing --micro 8 --stages stage1 || echo "failed (exit $?)"
 fi
+echo "== training, QLoRA stage 2 (NF4 base, LoRA r128, checkpointing, 4 samples per row; target peak <= 24 GiB)"
+timeout 180 "$PY" benchmarks/gpu_train.py $DRY --stages stage2_qlora --micro 4 || echo "failed (exit $?)"
 
 if [ -f benchmarks/gpu_decode.py ]; then
   if [ -n "$DRY" ]; then
     echo "== decode: skipped in --dry-run (benchmarks/gpu_decode.py runs on a GPU)"
   else
     echo "== decode (benchmarks/gpu_decode.py)"
-    timeout 120 "$PY" benchmarks/gpu_decode.py || echo "gpu_decode.py failed (exit $?)"
+    timeout 300 "$PY" benchmarks/gpu_decode.py --reps 1 || echo "gpu_decode.py failed (exit $?)"
   fi
 fi

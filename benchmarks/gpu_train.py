@@ -1,4 +1,4 @@
-"""Training speed of a 7B-shaped LLaVA-1.5 on one GPU: stage-1 and LoRA stage-2 steps, samples/s, MFU.
+"""Training speed of a 7B-shaped LLaVA-1.5 on one GPU: stage-1, LoRA and QLoRA stage-2 steps, samples/s, MFU.
 
 Random weights in the real shapes (CLIP ViT-L/14-336 + Llama-2-7B: 4096 × 32 layers, vocab 32064),
 bf16 frozen weights, fp32 trainable ones (projector, LoRA r 128), bf16 autocast, activation
@@ -10,6 +10,10 @@ MFU counts model FLOPs only (no recomputation): LLM 2·N·T forward + 2·N·T ba
 weights (input gradients only; stage 1 and LoRA both), vision tower 2·N_vis·577 per image forward,
 attention 4·T_row·d per layer and token forward (×2 for backward); divided by the card's dense bf16
 peak (`--peak-tflops`, H100 SXM 989).
+
+`--stages stage2_qlora` is the LoRA step on an NF4 base (`model.quantize: nf4`, bitsandbytes, double
+quantization, bf16 compute, `model.quantize.quantize_for_training`); its peak GiB counts from after the
+quantization (the bf16 model it was made from is freed), the figure to hold against a 24 GB card.
 
 `--dry-run` runs the same code on CPU with tiny shapes (used by the tests).
 """
@@ -68,7 +72,9 @@ def make_micro_batches(cfg, n_micro: int, per_row: int, n_text: int, device, see
 def model_flops(model, micro_batches: list[dict]) -> float:
     cfg = model.config
     lm = model.model.language_model
-    n_llm = sum(p.numel() for n, p in lm.named_parameters() if "lora_" not in n and "embed_tokens" not in n)
+    # NF4 weights (QLoRA) are packed two to a byte
+    n_llm = sum(p.numel() * (2 if p.dtype == torch.uint8 else 1) for n, p in lm.named_parameters()
+                if "lora_" not in n and "embed_tokens" not in n)
     n_vis = sum(p.numel() for p in model.model.vision_tower.parameters())
     d, layers = cfg.text_config.hidden_size, cfg.text_config.num_hidden_layers
     total = 0.0
@@ -96,6 +102,14 @@ def run_stage(name: str, args, device) -> dict:
         lr = 1e-3
     else:
         from llava15.model.lora import apply_lora
+        if name == "stage2_qlora":
+            from llava15.model.quantize import quantize_for_training
+
+            compute = torch.bfloat16 if device.type == "cuda" else torch.float32
+            print(quantize_for_training(model, "nf4", device, compute).describe(), flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
         model = apply_lora(model, r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05)
         lr = 2e-4
     for p in model.parameters():  # trainable weights are fp32 masters
@@ -147,7 +161,8 @@ def main() -> None:
     p.add_argument("--lora-r", type=int, default=128, help="LoRA rank (alpha = 2r)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the card")
     p.add_argument("--no-checkpointing", action="store_true", help="no activation checkpointing (frozen LLM fits)")
-    p.add_argument("--stages", default="stage1,stage2_lora", help="comma-separated: stage1, stage2_lora")
+    p.add_argument("--stages", default="stage1,stage2_lora",
+                   help="comma-separated: stage1, stage2_lora, stage2_qlora")
     args = p.parse_args()
     device = torch.device("cpu") if args.dry_run or not torch.cuda.is_available() else torch.device("cuda")
     if args.dry_run:

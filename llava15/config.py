@@ -51,12 +51,18 @@ class ModelConfig:
     """Attention kernel passed to transformers: `sdpa`, `eager`, `flash_attention_2`, `flex_attention`."""
     dtype: str = "auto"
     """Weight dtype for training: `auto` (bf16 on GPU, fp32 on CPU), `bfloat16`, `float16`, `float32`."""
+    quantize: str = "none"
+    """Frozen language model stored quantized (QLoRA; the original's `--bits 4/8`): `nf4` (4-bit NormalFloat,
+    double quantization, computing in bf16 on GPU), `int8` (LLM.int8()), `none`. Only the LLM's linear
+    layers; embeddings, lm_head, projector and vision tower are not quantized. Needs bitsandbytes, one
+    process, and a stage that does not train the LLM's weights (`projector+lora`, `projector`)."""
 
     def __post_init__(self) -> None:
         _check_choice("model.projector", self.projector, ("mlp2x_gelu", "linear"))
         _check_choice("model.vision_feature_select_strategy", self.vision_feature_select_strategy,
                       ("default", "full"))
         _check_choice("model.dtype", self.dtype, ("auto", "bfloat16", "float16", "float32"))
+        _check_choice("model.quantize", self.quantize, ("none", "nf4", "int8"))
 
 
 @dataclass

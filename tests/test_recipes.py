@@ -36,6 +36,16 @@ def test_paper_values() -> None:
     assert (lora.lora.enabled, lora.lora.r, lora.lora.alpha, lora.lora.dropout) == (True, 128, 256, 0.05)
 
 
+def test_qlora_recipe_is_the_lora_recipe_on_an_nf4_base() -> None:
+    qlora = load_recipe(RECIPES / "stage2_qlora.yaml")
+    lora = load_recipe(RECIPES / "stage2_lora.yaml")
+    assert qlora.model.quantize == "nf4" and lora.model.quantize == "none"
+    assert (qlora.train.lr, qlora.train.projector_lr, qlora.train.stage) == (2e-4, 2e-5, "projector+lora")
+    assert (qlora.lora.enabled, qlora.lora.r, qlora.lora.alpha, qlora.lora.dropout) == (True, 128, 256, 0.05)
+    assert qlora.train.gradient_checkpointing and qlora.train.global_batch_size == 128
+    assert qlora.train.micro_batch_size <= 4  # what fits 24 GB (tests/train/test_memory.py)
+
+
 def test_overrides_reach_the_named_keys() -> None:
     cfg = load_recipe(RECIPES / "tiny_cpu.yaml", ["train.max_steps=3", "train.lr=2e-5", "data.path=x.json",
                                                   "train.resume=none", "model.init_projector=p.safetensors"])

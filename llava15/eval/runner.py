@@ -182,7 +182,7 @@ def half_dtype(model: str | Path) -> str:
 
 
 def engine_generate(model: str, device: str | None, max_new_tokens_cap: int | None = None,
-                    protocol: str = "fast") -> tuple[GenerateFn, dict[str, Any], Any]:  # fmt: skip
+                    protocol: str = "fast", eager: bool = False) -> tuple[GenerateFn, dict[str, Any], Any]:  # fmt: skip
     """Load the checkpoint once; return the generate function of the protocol, the model settings and
     the checkpoint's image settings."""
     import torch
@@ -192,7 +192,7 @@ def engine_generate(model: str, device: str | None, max_new_tokens_cap: int | No
     from llava15.infer.engine import load_generation_bundle
 
     dtype = half_dtype(model) if protocol == "official" else None
-    bundle = load_generation_bundle(model, device=device, dtype=dtype)
+    bundle = load_generation_bundle(model, device=device, dtype=dtype, fast_decode=False if eager else None)
     engine = bundle.engine
     cap = max_new_tokens_cap or 1 << 30
 
@@ -333,7 +333,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     cap = getattr(args, "max_new_tokens", None)
-    generate, model_settings, image_settings = engine_generate(args.model, device, cap, protocol)
+    generate, model_settings, image_settings = engine_generate(args.model, device, cap, protocol,
+                                                               eager=bool(getattr(args, "eager", False)))
     if cap:
         model_settings["max_new_tokens_cap"] = cap  # not the official protocol: recorded with the scores
     batch_size = 1 if protocol == "official" else int(args.batch_size)

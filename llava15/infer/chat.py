@@ -26,8 +26,9 @@ def run_chat(args: Any) -> int:
         pass
     from llava15.infer.engine import Engine, load_generation_bundle
 
-    bundle = load_generation_bundle(args.model, device=args.device)
-    engine = Engine(bundle, template=args.template)
+    bundle = load_generation_bundle(args.model, device=args.device, quantize=getattr(args, "quantize", None),
+                                    fast_decode=False if getattr(args, "eager", False) else None)
+    engine = Engine(bundle, template=args.template, **(bundle.decode_options or {}))
     print(f"llava15 chat: {args.model} (template {engine.template.name}). {HELP}", flush=True)
     history: list[Message] = []
     images: list[Any] = []

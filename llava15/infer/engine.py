@@ -26,13 +26,18 @@ Contract:
   last decode step like `cuda_graphs`; same tokens up to float rounding.
   `lookahead` (default: on CUDA) lets an all-greedy batch launch step n+1 from the on-device argmax
   before the host reads token n (same tokens). Decode steps: `decode_step.py`; per-row state: `rows.py`.
-- `load_generation_bundle(path_or_id, **kw)` -> `GenerationBundle` (a `LlavaBundle` with `.generate`
-  and `.stream` bound to one lazily built `Engine`).
+- `load_generation_bundle(path_or_id, quantize=None, fast_decode=None, **kw)` -> `GenerationBundle` (a
+  `LlavaBundle` with `.generate` and `.stream` bound to one lazily built `Engine`). `quantize`
+  (`int8`, `fp8`, `nf4`) stores the language model's linear layers quantized, weights only
+  (`model.quantize.quantize_for_inference`; vision tower, projector and lm_head untouched).
+  `fast_decode` (default: on CUDA) builds that engine with the compiled decode step replayed as CUDA
+  graphs (`fast_decode_options`), the decode path chat, serve and eval use; False keeps it eager.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +57,8 @@ from llava15.infer.json_constraint import JsonConstraint, TokenTable
 from llava15.infer.lm_head import DecodeHead
 from llava15.infer.rows import Event, RowState
 from llava15.model.load import LlavaBundle, load_bundle
+
+log = logging.getLogger(__name__)
 
 ConversationLike = Conversation | Sequence[Message | dict] | str
 
@@ -294,15 +301,25 @@ class Engine:
                 logits = decode(torch.tensor(chosen, dtype=torch.long, device=dev)[:, None])
 
 
+def fast_decode_options(device: torch.device | str, enabled: bool | None = None) -> dict[str, bool]:
+    """`Engine` keywords of the default decode path: on CUDA (unless `enabled` is False) the decode step is
+    compiled and each step replayed as one CUDA graph; elsewhere (or `enabled=False`) plain eager steps.
+    Batch-1 decode of a 7B model is bound by launching hundreds of kernels per token without them."""
+    on = torch.device(device).type == "cuda" if enabled is None else bool(enabled)
+    on = on and torch.device(device).type == "cuda"
+    return {"cuda_graphs": on, "compile_decode": on}
+
+
 class GenerationBundle(LlavaBundle):
     """A `LlavaBundle` that can generate: `bundle.generate(conversations, images, **decoding)`."""
 
     _engine: Engine | None = None
+    decode_options: dict[str, bool] | None = None  # Engine keywords (`fast_decode_options`)
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(self)
+            self._engine = Engine(self, **(self.decode_options or {}))
         return self._engine
 
     def generate(self, conversations: Sequence[ConversationLike], images: Sequence[Sequence[Any]] | None = None,
@@ -314,11 +331,19 @@ class GenerationBundle(LlavaBundle):
         return self.engine.stream(conversations, images, **decoding)
 
 
-def load_generation_bundle(path_or_id: str | Path, **kw: Any) -> GenerationBundle:
+def load_generation_bundle(path_or_id: str | Path, quantize: str | None = None, fast_decode: bool | None = None,
+                           **kw: Any) -> GenerationBundle:
     """`load_bundle` (kw: dtype, device) returning a bundle with `.generate`; the device defaults to
-    CUDA when available."""
+    CUDA when available. `quantize`: int8 | fp8 | nf4 weight-only LLM layers; `fast_decode`: see the
+    module docstring."""
     if kw.get("device") is None:
         kw["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     b = load_bundle(path_or_id, **kw)
-    return GenerationBundle(model=b.model, tokenizer=b.tokenizer, template=b.template, image=b.image,
-                            image_token_id=b.image_token_id, num_image_tokens=b.num_image_tokens, meta=b.meta)
+    if quantize not in (None, "none"):
+        from llava15.model.quantize import quantize_for_inference
+
+        log.info("%s", quantize_for_inference(b.model, quantize).describe())
+    bundle = GenerationBundle(model=b.model, tokenizer=b.tokenizer, template=b.template, image=b.image,
+                              image_token_id=b.image_token_id, num_image_tokens=b.num_image_tokens, meta=b.meta)
+    bundle.decode_options = fast_decode_options(kw["device"], fast_decode)
+    return bundle

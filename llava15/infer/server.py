@@ -293,8 +293,11 @@ def run_serve(args: Any) -> int:
                     max_image_bytes=args.max_image_bytes, max_image_pixels=args.max_image_pixels)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     name = getattr(args, "served_model_name", None) or Path(str(args.model).rstrip("/")).name or str(args.model)
-    bundle = load_generation_bundle(args.model, device=args.device)
-    engine = Engine(bundle, compile_decode=args.compile)
+    bundle = load_generation_bundle(args.model, device=args.device, quantize=getattr(args, "quantize", None),
+                                    fast_decode=False if getattr(args, "eager", False) else None)
+    options = dict(bundle.decode_options or {})  # on CUDA: compiled decode step + CUDA graphs unless --eager
+    options["compile_decode"] = options.get("compile_decode", False) or bool(getattr(args, "compile", False))
+    engine = Engine(bundle, **options)
     app = create_app(engine, name, limits, api_key=api_key, max_batch_size=args.max_batch_size)
     auth = "bearer key required" if api_key else f"no API key (set {API_KEY_ENV} to require one)"
     print(f"llava15 serve: model {name!r} on http://{args.host}:{args.port} (web UI at /; {auth})", flush=True)

@@ -10,12 +10,19 @@ Contract:
   `llava15.json` naming the base checkpoint, template and image settings.
 - `load_lora(adapter_dir, dtype=None) -> (PeftModel, LlavaBundle)`: base + adapter + non-LoRA weights,
   unmerged. `merge_lora(adapter_dir, dst) -> Path`: the merged model saved as a full llava15
-  checkpoint (`save_checkpoint`).
+  checkpoint (`save_checkpoint`). A QLoRA run (its recipe's `model.quantize` is nf4 or int8) trained its
+  adapter on the quantized base, so the merge adds it to the *dequantized* base (re-quantized on CPU
+  with the run's bitsandbytes settings): the merged model computes what the trained model computed. It
+  differs from the full-precision base + adapter by the quantization error, which the merge measures
+  (relative weight error; largest logit difference on a fixed text probe against the quantized model
+  and against the full-precision base + adapter), logs, and records in the merged `llava15.json`
+  (`merged_from.quantization`).
 peft is imported lazily: `import llava15.model` works without the `train` extra.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,8 @@ from llava15.model.format import META_FILE, CheckpointMeta, read_meta, write_met
 from llava15.model.freeze import apply_freeze
 from llava15.model.load import LlavaBundle, load_bundle
 from llava15.model.save import save_checkpoint
+
+log = logging.getLogger(__name__)
 
 NON_LORA_FILE = "non_lora_trainables.safetensors"
 _PEFT_PREFIX = "base_model.model."
@@ -101,17 +110,66 @@ def load_lora(adapter_dir: str | Path, dtype: torch.dtype | str | None = None) -
     return model, bundle
 
 
+def trained_quantization(meta: CheckpointMeta) -> str:
+    """`model.quantize` of the run that wrote an adapter folder (`none` for plain LoRA)."""
+    return str(((meta.recipe or {}).get("model") or {}).get("quantize", "none"))
+
+
+MERGE_PROBE = "A photo of a red cube next to a blue sphere. What colour is the cube?"
+
+
+def _probe_logits(model: Any, tokenizer: Any) -> torch.Tensor:
+    ids = tokenizer(MERGE_PROBE, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float()
+
+
+def _dequantized_base(model: Any, tokenizer: Any, method: str) -> dict:
+    """Swap the base layers under the adapter for the dequantized weights the run trained on; measure."""
+    from llava15.model.quantize import dequantize_llm, quantize_for_training
+
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    full = _probe_logits(model, tokenizer)
+    summary = quantize_for_training(model, method, "cpu", dtype, only_attr="base_layer")
+    quantized = _probe_logits(model, tokenizer)
+    dequantize_llm(model, dtype)
+    return {"method": method, "relative_weight_error": summary.weight_error,
+            "probe_tokens": int(full.shape[1]), "_quantized_logits": quantized, "_full_logits": full}
+
+
 def merge_lora(adapter_dir: str | Path, dst: str | Path, dtype: torch.dtype | str | None = None) -> Path:
-    """Merge a llava15 LoRA adapter into its base and save a full checkpoint at `dst`."""
+    """Merge a llava15 LoRA adapter into its base and save a full checkpoint at `dst` (module docstring)."""
     model, bundle = load_lora(adapter_dir, dtype=dtype)
+    method = trained_quantization(bundle.meta)
+    report = _dequantized_base(model, bundle.tokenizer, method) if method != "none" else None
     merged = model.merge_and_unload()
-    provenance = CheckpointMeta(merged_from={"adapter": str(adapter_dir), "base": bundle.meta.base})
+    merged_from: dict[str, Any] = {"adapter": str(adapter_dir), "base": bundle.meta.base}
+    if report is not None:
+        after = _probe_logits(merged, bundle.tokenizer)
+        report["max_logit_diff_vs_quantized"] = float((after - report.pop("_quantized_logits")).abs().max())
+        report["max_logit_diff_vs_full_precision_base"] = float((after - report.pop("_full_logits")).abs().max())
+        merged_from["quantization"] = report
+        log.info("%s", describe_quantized_merge(report))
+    provenance = CheckpointMeta(merged_from=merged_from)
     return save_checkpoint(merged, bundle.tokenizer, dst, bundle.template, bundle.image,
                            recipe=bundle.meta.recipe, meta=provenance)
+
+
+def describe_quantized_merge(report: dict) -> str:
+    return (f"QLoRA merge: the adapter was trained on the {report['method']} base, so it was added to the "
+            f"dequantized base. The merged model differs from the full-precision base + adapter by the "
+            f"quantization error: relative weight error {report['relative_weight_error']:.4f}, largest logit "
+            f"difference {report['max_logit_diff_vs_full_precision_base']:.4g} on a {report['probe_tokens']}-token "
+            f"probe; against the quantized model it was trained as: {report['max_logit_diff_vs_quantized']:.4g} "
+            "(rounding only).")
 
 
 def run_merge(args: Any) -> int:
     """`llava15 merge ADAPTER_DIR DST`."""
     out = merge_lora(args.adapter_dir, args.dst)
+    meta = read_meta(out)
+    report = ((meta.merged_from or {}).get("quantization") if meta is not None else None)
+    if report:
+        print(describe_quantized_merge(report))
     print(f"wrote merged checkpoint to {out}")
     return 0

@@ -142,6 +142,15 @@ def check_resume_recipe(path: Path, recipe: dict, force: bool) -> list[str]:
     return diff
 
 
+def trainable_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """This rank's shards of the trainable parameters and their optimizer state. Only parameters: a
+    quantized frozen base (`model.quantize`) adds its quantization state to the state dict, and it is
+    rebuilt from the recipe like every frozen weight."""
+    model_sd, optim_sd = get_state_dict(model, optimizer, options=_TRAINABLE)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model_sd.items() if k in trainable}, optim_sd
+
+
 class Checkpointer:
     """Saves and loads the resumable state of one run (see module docstring)."""
 
@@ -171,7 +180,7 @@ class Checkpointer:
         rng_file = tmp / f"rng-rank{self.dist.rank}.pt"
         torch.save(rng_state(), rng_file)
         _fsync_file(rng_file)
-        model_sd, optim_sd = get_state_dict(model, optimizer, options=_TRAINABLE)
+        model_sd, optim_sd = trainable_state(model, optimizer)
         app = {"model": model_sd, "optim": optim_sd}
         if self.async_save:
             self._pending = (dcp.async_save(app, checkpoint_id=str(tmp)), tmp, final)
@@ -210,7 +219,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
     """Restore this rank's shards of model and optimizer state and, at the same world size, its RNG;
     return `state.json`'s content."""
     state = json.loads((path / "state.json").read_text())
-    model_sd, optim_sd = get_state_dict(model, optimizer, options=_TRAINABLE)
+    model_sd, optim_sd = trainable_state(model, optimizer)
     trainable = set(model_sd)
     saved = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
     saved_model = {k[len("model."):] for k in saved if k.startswith("model.")}
@@ -232,7 +241,7 @@ def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Opt
 def trainable_from_checkpoint(path: str | Path, model: nn.Module) -> None:
     """Load a checkpoint's trainable parameters into an unsharded model in one process (offline
     conversion); the optimizer state is not read."""
-    model_sd = get_model_state_dict(model, options=_TRAINABLE)
-    app = {"model": model_sd}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    app = {"model": {k: v for k, v in get_model_state_dict(model, options=_TRAINABLE).items() if k in trainable}}
     dcp.load(app, checkpoint_id=str(path), no_dist=True)
     model.load_state_dict(app["model"], strict=False)

@@ -29,7 +29,7 @@ def bf16_on_one_device(model: torch.nn.Module) -> torch.dtype:
     """bf16 mixed precision without FSDP: frozen weights stored in bf16, trained ones kept fp32 for the
     optimizer; returns the autocast dtype for the step."""
     for p in model.parameters():
-        if not p.requires_grad:
+        if not p.requires_grad and p.is_floating_point():  # quantized weights (model.quantize) stay as they are
             p.data = p.data.to(torch.bfloat16)
     return torch.bfloat16
 

@@ -60,6 +60,10 @@ def train(cfg: RecipeConfig) -> Path:
     if dist.device.type == "cpu" and keep_freed_host_memory():
         say("host memory: freed tensors stay in the heap for reuse (glibc mmap/trim thresholds 1 GiB)",
             dist.is_main)
+    if t_cfg.dry_run:  # before the model exists: the projection is what tells whether it will fit
+        from llava15.train.memory import memory_report
+
+        say(memory_report(cfg, dist.world_size), dist.is_main)
     out = Path(t_cfg.output_dir)
     recipe = recipe_to_dict(cfg)
     recipe_yaml = yaml.safe_dump(recipe, sort_keys=False)

@@ -116,7 +116,15 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     if (stage == "projector+lora") != cfg.lora.enabled:
         raise ValueError(f"train.stage={stage!r} and lora.enabled={cfg.lora.enabled} disagree: LoRA runs use "
                          "train.stage=projector+lora with lora.enabled=true")
+    from llava15.model.quantize import check_training_quantize, quantize_for_training
+
+    check_training_quantize(cfg.model.quantize, stage, dist.distributed)  # before the (long) load
     model, tok, image = _load_on_rank0(cfg, dist)
+    if cfg.model.quantize != "none":  # QLoRA: the frozen LLM's linear layers stored in nf4/int8 (model.quantize)
+        from llava15.train.precision import wants_bf16
+
+        compute = torch.bfloat16 if wants_bf16(cfg, dist) else torch.float32
+        say(quantize_for_training(model, cfg.model.quantize, dist.device, compute).describe(), dist.is_main)
     model.config.text_config.use_cache = False
     packed = cfg.data.batching == "pack" and use_packed_attention(model)
     if packed:
