@@ -88,13 +88,13 @@ def _train(p: argparse.ArgumentParser) -> None:
 
 def _convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, choices=["hf", "original"], help="target layout")
-    p.add_argument("src", help="source checkpoint folder")
+    p.add_argument("src", help="source checkpoint folder, or a training run's checkpoints/step-N (--to hf)")
     p.add_argument("dst", help="destination folder (created; must be empty unless --overwrite)")
     p.add_argument("--vision-tower", default=None,
                    help="vision tower for an original checkpoint without tower weights "
                         "(default: its mm_vision_tower)")
     _overwrite(p, "dst")
-    p.set_defaults(_checks=[("checkpoint", "src"), ("model", "vision_tower")])
+    p.set_defaults(_checks=[("convert_source", "src"), ("model", "vision_tower")])
 
 
 def _merge(p: argparse.ArgumentParser) -> None:
@@ -313,8 +313,8 @@ def _overwrite(p: argparse.ArgumentParser, dest: str, help_text: str = "write in
 # name -> (help, add_args, "module:function"); groups hold their own tables.
 COMMANDS: dict[str, tuple[str, AddArgs, str] | tuple[str, dict]] = {
     "train": ("train a model from a recipe", _train, "llava15.train.run:main"),
-    "convert": ("convert between the original LLaVA and the HF layout", _convert,
-                "llava15.model.convert:run_convert"),
+    "convert": ("convert between the original LLaVA and the HF layout, or a training checkpoint to HF",
+                _convert, "llava15.train.export:run_convert"),
     "merge": ("merge a LoRA run into a full checkpoint", _merge, "llava15.model.lora:run_merge"),
     "export": ("export a checkpoint for a serving runtime (vLLM)", _export,
                "llava15.infer.export:run_export"),
@@ -402,6 +402,7 @@ def _preflight(args: argparse.Namespace) -> None:
 
     checks: dict[str, Callable[[str, str], None]] = {
         "model": pf.check_model_ref, "checkpoint": pf.check_model_ref, "tokenizer": pf.check_tokenizer_ref,
+        "convert_source": pf.check_convert_source,
         "lora_adapter": pf.check_lora_adapter, "image": pf.check_image_file, "folder": pf.check_folder,
         "data": pf.check_data_path,
         "files": lambda value, what: [pf.check_data_path(v, what) for v in str(value).split(",") if v],

@@ -12,7 +12,7 @@ them, each a one-change difference from the full recipe:
 | `mlp_noformat` | MLP (mlp2x_gelu) | SHORT_ANSWER and MULTIPLE_CHOICE lines removed |
 
 Everything else is shared, so the differences are the ablated change and training noise only: one
-synthetic world, one tokenizer, one pretrained vision tower, one LM initialisation, the demo's recipes.
+synthetic world, the demo's pretrained tower and world-LM, the demo's recipes.
 `mlp_noformat` reuses `mlp_format`'s stage 1, which has the same config. All three are evaluated on the
 same benchmarks *with* the format prompts: asking the no-format model in a format it never saw is
 the point, since that is how the benchmarks ask. Outputs go to `out/ablations/`: `ablations.json`,
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from llava15.demo import common as demo
+from llava15.demo.scoring import evaluate
 from llava15.demo.world.text import MULTIPLE_CHOICE, SHORT_ANSWER
 
 METRICS = {"vqa_accuracy": "VQA-like accuracy", "pope_f1": "POPE-like F1",
@@ -88,9 +89,7 @@ def run_ablations(args: argparse.Namespace) -> int:
 
     demo.say(f"ablations: synthesising the world (seed {args.seed}) → {out / 'data'}")
     world = synthesize(out / "data", seed=args.seed, **(demo.SMOKE_WORLD if smoke else demo.WORLD))
-    vision_dir, llm_dir = demo.make_from_scratch_towers(
-        out / "init", Path(world["corpus"]), args.seed,
-        demo.SMOKE_VISION_PRETRAIN_IMAGES if smoke else demo.VISION_PRETRAIN_IMAGES)
+    vision_dir, llm_dir = demo.pretrained_parts()
     noformat = root / "data" / "finetune_noformat.json"
     counts = write_noformat_data(Path(world["finetune"]["data_path"]), noformat)
     demo.say(f"no-format stage-2 data: {counts['prompts_removed']} prompts removed from "
@@ -109,7 +108,7 @@ def run_ablations(args: argparse.Namespace) -> int:
                                    data_path=None if v.format_prompts else noformat)
         checkpoint = stage2 / "final"
         demo.say(f"ablations: evaluating {v.name}")
-        metrics = demo.evaluate(checkpoint, Path(world["eval"]["root"]), folder / "eval", max_new_tokens)
+        metrics = evaluate(checkpoint, Path(world["eval"]["root"]), folder / "eval", max_new_tokens, blind=False)
         results[v.name] = {**{k: metrics[k] for k in METRICS}, "checkpoint": str(checkpoint),
                            "stage1": str(stage1 / "final"), "projector": v.projector,
                            "format_prompts": v.format_prompts, "description": v.description}

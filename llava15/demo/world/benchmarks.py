@@ -50,12 +50,13 @@ def _ten_answers(qa: T.QA, rng: random.Random) -> list[str]:
 
 def write_vqav2(world: World, root: Path, n: int) -> dict[str, str]:
     d = root / "vqav2"
-    lines, questions, annotations = [], [], []
+    lines, questions, annotations, kinds = [], [], [], {}
     for i in range(n):
         scene, rng = world.scene("eval-vqav2", i, d / "test2015", _name(world, i))
         image_id = i + 1
         for k, qa in enumerate(T.sample_qas(scene, rng, VQA_QUESTIONS_PER_IMAGE, kinds=VQA_KINDS)):
             qid = image_id * 1000 + k
+            kinds[str(qid)] = qa.kind
             answers = _ten_answers(qa, rng)
             answer_type = "yes/no" if qa.short in ("yes", "no") else "number" if qa.short.isdigit() else "other"
             lines.append({"question_id": qid, "image": scene.image, "text": qa.question + SHORT,
@@ -74,6 +75,8 @@ def write_vqav2(world: World, root: Path, n: int) -> dict[str, str]:
         "question_file": str(write_jsonl(d / "llava_vqav2_mscoco_test-dev2015.jsonl", lines)),
         "full_question_file": str(write_jsonl(d / "llava_vqav2_mscoco_test2015.jsonl", lines)),
         "image_folder": str(d / "test2015"),
+        # not an official file: each question's kind, for the demo's per-kind accuracy
+        "question_kinds": str(write_json(d / "question_kinds.json", kinds)),
         "questions": str(write_json(d / "v2_OpenEnded_mscoco_test-dev2015_questions.json", {
             "info": info, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "test-dev2015",
             "license": {}, "questions": questions})),
