@@ -439,7 +439,7 @@ def _quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_VERBOSITY", "error")
-    for name in ("transformers", "huggingface_hub", "torch", "peft", "datasets", "httpx", "PIL"):
+    for name in ("transformers", "huggingface_hub", "torch", "peft", "datasets", "httpx", "PIL", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
         from huggingface_hub.utils import disable_progress_bars, enable_progress_bars

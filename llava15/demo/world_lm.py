@@ -40,7 +40,8 @@ from llava15.demo.world import text as T
 from llava15.demo.world.scenes import Scene, sample_scene
 
 IMAGE_SIZE, PATCH = 96, 32  # the demo tower's geometry: one patch per grid cell
-P_CAPTION, P_TEXT = 0.25, 0.08  # shares of stage-1 captions and text-only conversations among examples
+P_CAPTION, P_TEXT = 0.2, 0.05  # shares of stage-1 captions and text-only conversations among examples
+P_VQA_ONLY = 0.7  # of the mixture examples: the merged VQA record alone (the lookup in its densest form)
 NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower does not read them)
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
 
@@ -59,8 +60,10 @@ def example_records(seed: int, index: int) -> tuple[Scene | None, list[tuple[dic
     if draw < P_CAPTION + P_TEXT:
         return None, [(records.text_only_record(f"text-{index}", rng), "vicuna_v1")]
     recs = records.finetune_records(scene, rng)
-    # the merged VQA record always (it holds most answers per token), plus one other kind
-    return scene, [(recs[0], "vicuna_v1"), (rng.choice(recs[1:]) if len(recs) > 1 else recs[0], "vicuna_v1")]
+    # the merged VQA record always (it holds most answers per token), sometimes with one other kind
+    if rng.random() < P_VQA_ONLY or len(recs) == 1:
+        return scene, [(recs[0], "vicuna_v1")]
+    return scene, [(recs[0], "vicuna_v1"), (rng.choice(recs[1:]), "vicuna_v1")]
 
 
 class SymbolicExamples:
@@ -190,8 +193,10 @@ def pretrain_world_lm(out: str | Path, tokenizer_dir: str | Path, shape: dict, *
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     vocab = -(-len(tok) // 64) * 64  # as `model.build` rounds: LLaVA keeps the matrices at this size
     torch.manual_seed(seed)
+    # tied embeddings: a word read from the context leaves through the row it came in by, so the copy from
+    # a symbolic patch to the answer needs no second, separately learnt table
     lm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                      pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                                      pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=True,
                                       attn_implementation="sdpa", **shape))
     data = SymbolicExamples(tok, seed)
     embedder = WordEmbedder(tok)
