@@ -37,9 +37,12 @@ TEXT = dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_att
             num_key_value_heads=6, max_position_embeddings=1024)
 TOKENIZER_VOCAB = 1024
 SYSTEM_PROMPT_WEIGHT = 100  # copies of the vicuna_v1 system prompt among the tokenizer's training texts
-CORPUS_WORLD = dict(n_train=400, n_eval=20)  # scenes whose texts (with rendered words) train the tokenizer
-FULL = dict(vision_images=32000, vision_batch=16, lm_steps=4000, lm_row_tokens=4096)
-SMOKE = dict(vision_images=32, vision_batch=16, lm_steps=2, lm_row_tokens=512)
+# corpus_*: scenes (with rendered words) and images per benchmark whose texts train the tokenizer;
+# heldout: symbolic scenes the world-LM's accuracy per question kind is measured on
+FULL = dict(corpus_train=400, corpus_eval=20, vision_images=32000, vision_batch=16, lm_steps=4000,
+            lm_row_tokens=4096, heldout=50)
+SMOKE = dict(corpus_train=16, corpus_eval=2, vision_images=32, vision_batch=16, lm_steps=2, lm_row_tokens=512,
+             heldout=4)
 
 
 def say(msg: str) -> None:
@@ -67,7 +70,7 @@ def _commit() -> str:
         return "unknown (not a git checkout)"
 
 
-def train_tokenizer(out: Path, seed: int) -> Path:
+def train_tokenizer(out: Path, seed: int, n_train: int, n_eval: int) -> Path:
     """The world's tokenizer, `<image>`/`<pad>` included, saved in `out`."""
     from transformers import AutoTokenizer
 
@@ -78,7 +81,7 @@ def train_tokenizer(out: Path, seed: int) -> Path:
 
     system = get_template(DEFAULT_TEMPLATE).render([], add_generation_prompt=False)
     with tempfile.TemporaryDirectory(prefix="llava15-corpus-") as tmp:
-        corpus = Path(synthesize(tmp, seed=seed, **CORPUS_WORLD)["corpus"]).read_text().splitlines()
+        corpus = Path(synthesize(tmp, seed=seed, n_train=n_train, n_eval=n_eval)["corpus"]).read_text().splitlines()
     # The system prompt opens every stage-2 sample: weighted so, its 85 tokens become ~31.
     texts = corpus + [system] * SYSTEM_PROMPT_WEIGHT + ["USER:", "ASSISTANT:"]
     train_sentencepiece_tokenizer(texts, out, TOKENIZER_VOCAB)
@@ -104,14 +107,15 @@ def pretrain(out: Path, seed: int, sizes: dict[str, int], command: str) -> dict[
     start = time.time()
     out.mkdir(parents=True, exist_ok=True)
     say(f"tokenizer ({TOKENIZER_VOCAB} pieces) on the world's texts → {out / 'world_lm'}")
-    train_tokenizer(out / "world_lm", seed)
+    train_tokenizer(out / "world_lm", seed, sizes["corpus_train"], sizes["corpus_eval"])
     say(f"vision tower on {sizes['vision_images']} drawn scenes → {out / 'vision_tower'}")
     pretrain_vision_tower(out / "vision_tower", VISION, seed=seed, n_images=sizes["vision_images"],
                           image_size=VISION["image_size"], batch_size=sizes["vision_batch"])
     to_bf16(out / "vision_tower")
     say(f"world-LM, {sizes['lm_steps']} steps of {sizes['lm_row_tokens']} tokens → {out / 'world_lm'}")
     lm = pretrain_world_lm(out / "world_lm", out / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
-                           row_tokens=sizes["lm_row_tokens"], eval_every=max(1, sizes["lm_steps"] // 8), log=say)
+                           row_tokens=sizes["lm_row_tokens"], eval_every=max(1, sizes["lm_steps"] // 8),
+                           heldout=sizes["heldout"], log=say)
     vision = json.loads((out / "vision_tower" / "vision_pretrain.json").read_text())
     manifest = {"command": command, "seed": seed, "commit": _commit(), "data_seed": seed,
                 "seconds": round(time.time() - start, 1), "sizes": sizes, "files": file_hashes(out),

@@ -1,0 +1,79 @@
+"""The demo's pretrained parts: the shipped files are the ones their manifest lists (sha256), they load as
+the HF models the demo needs, `llava15 demo pretrain` makes the same layout and manifest, and stage 1
+trains the projector only, leaving the pretrained LM and tower bit-identical."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llava15.demo.pretrain import MANIFEST, MANIFEST_KEYS, PRETRAINED, check_pretrained
+
+
+def test_shipped_parts_match_their_manifest_and_load() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
+
+    manifest = check_pretrained()  # every file's sha256
+    assert set(MANIFEST_KEYS) <= set(manifest)
+    assert set(manifest["files"]) == {p.relative_to(PRETRAINED).as_posix() for p in PRETRAINED.rglob("*")
+                                      if p.is_file() and p.name != MANIFEST}
+    assert manifest["world_lm"]["heldout"] and manifest["vision_tower"]["heldout"]
+    tower = CLIPVisionModel.from_pretrained(PRETRAINED / "vision_tower")
+    lm = AutoModelForCausalLM.from_pretrained(PRETRAINED / "world_lm")
+    tok = AutoTokenizer.from_pretrained(PRETRAINED / "world_lm")
+    assert tower.config.image_size == 96 and tower.config.patch_size == 32
+    assert lm.config.vocab_size >= len(tok) and tok.convert_tokens_to_ids("<image>") < lm.config.vocab_size
+    total = sum(p.stat().st_size for p in PRETRAINED.rglob("*") if p.is_file())
+    assert total < 16 * 2**20, f"the shipped parts are {total / 2**20:.1f} MiB"
+
+
+def test_a_changed_file_is_named(tmp_path) -> None:
+    import shutil
+
+    copy = tmp_path / "pretrained"
+    shutil.copytree(PRETRAINED, copy)
+    (copy / "world_lm" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="world_lm/config.json"):
+        check_pretrained(copy)
+
+
+def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
+    out = tmp_path / "parts"
+    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    made = json.loads((out / MANIFEST).read_text())
+    shipped = json.loads((PRETRAINED / MANIFEST).read_text())
+    assert set(made) == set(shipped)
+    assert set(made["files"]) == set(shipped["files"])
+    assert made["command"].startswith("llava15 demo pretrain")
+    check_pretrained(out)
+
+
+def test_stage1_leaves_the_lm_and_the_tower_bit_identical(tmp_path) -> None:
+    """The paper's stage 1 on the demo's recipe: only the projector changes."""
+    from safetensors.torch import load_file
+
+    from llava15.demo.common import SMOKE_WORLD, pretrained_parts, train_stage1
+    from llava15.demo.world import synthesize
+
+    vision, lm = pretrained_parts()
+    world = synthesize(tmp_path / "data", seed=0, **SMOKE_WORLD)
+    stage1 = train_stage1(world, vision, lm, tmp_path / "stage1", ["train.max_steps=3"])
+    final = {}
+    for f in (stage1 / "final").glob("model*.safetensors"):
+        final.update(load_file(f))
+    before = {f"language_model.{k}": v for k, v in load_file(lm / "model.safetensors").items()}
+    tower = {f"vision_tower.vision_model.{k.removeprefix('vision_model.')}": v
+             for k, v in load_file(vision / "model.safetensors").items()}
+    for name, tensor in {**before, **tower}.items():
+        if name in final:
+            assert torch.equal(final[name].to(tensor.dtype), tensor), f"{name} changed in stage 1"
+    projector = [k for k in final if k.startswith("multi_modal_projector.")]
+    init = Path(stage1 / "mm_projector.safetensors")
+    assert projector and init.is_file()
