@@ -79,16 +79,28 @@ def train_tokenizer(out: Path, seed: int, n_train: int, n_eval: int) -> Path:
     from llava15.demo.world import synthesize
     from llava15.model.tokenizer import add_image_token
 
-    system = get_template(DEFAULT_TEMPLATE).render([], add_generation_prompt=False)
+    vicuna, plain = get_template(DEFAULT_TEMPLATE), get_template("plain")
+    system = vicuna.render([], add_generation_prompt=False)
     with tempfile.TemporaryDirectory(prefix="llava15-corpus-") as tmp:
-        corpus = Path(synthesize(tmp, seed=seed, n_train=n_train, n_eval=n_eval)["corpus"]).read_text().splitlines()
-    # The system prompt opens every stage-2 sample: weighted so, its 85 tokens become ~31.
-    texts = corpus + [system] * SYSTEM_PROMPT_WEIGHT + ["USER:", "ASSISTANT:"]
+        world = synthesize(tmp, seed=seed, n_train=n_train, n_eval=n_eval)
+        corpus = Path(world["corpus"]).read_text().splitlines()
+        rendered = [_rendered(r, i, vicuna) for i, r in enumerate(json.loads(Path(world["finetune"]["data_path"]).read_text()))]
+        rendered += [_rendered(r, i, plain) for i, r in enumerate(json.loads(Path(world["pretrain"]["data_path"]).read_text()))]
+    # The system prompt opens every stage-2 sample: weighted so, its 85 tokens become ~31. The rendered
+    # conversations make the template's own words ("USER:", "ASSISTANT:") single pieces, as in Vicuna.
+    texts = corpus + rendered + [system] * SYSTEM_PROMPT_WEIGHT
     train_sentencepiece_tokenizer(texts, out, TOKENIZER_VOCAB)
     tok = AutoTokenizer.from_pretrained(out)
     add_image_token(tok)
     tok.save_pretrained(out)
     return out
+
+
+def _rendered(record: dict, index: int, template) -> str:
+    from llava15.data.formats import record_to_conversation
+
+    text = template.render(record_to_conversation(record, index, "corpus").messages, add_generation_prompt=False)
+    return text.replace("<image>", " ").replace("</s>", " ")
 
 
 def to_bf16(folder: Path) -> None:

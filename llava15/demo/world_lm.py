@@ -46,9 +46,25 @@ NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
 
 
+# Objects per training scene by example index: one object first (reading the scene needs no binding),
+# then two, then the world's own 2-5. On colour questions alone this took a 2-object run from chance to
+# 0.70 in 2000 steps of 32 examples; started at 2-5 objects the reading never began.
+CURRICULUM = ((6000, (1, 1)), (18000, (1, 2)))
+
+
+def objects_at(stream: str, index: int) -> tuple[int, int]:
+    if stream == "train":
+        for until, objects in CURRICULUM:
+            if index < until:
+                return objects
+    return (2, 5)
+
+
 def scene_of(seed: int, stream: str, index: int) -> tuple[Scene, random.Random]:
     rng = random.Random(f"llava15-world-lm/{seed}/{stream}/{index}")
-    return sample_scene(rng, f"lm{seed}-{stream}-{index}", "symbolic.png", IMAGE_SIZE, words=NO_WORDS), rng
+    scene = sample_scene(rng, f"lm{seed}-{stream}-{index}", "symbolic.png", IMAGE_SIZE, words=NO_WORDS,
+                         objects=objects_at(stream, index))
+    return scene, rng
 
 
 def example_records(seed: int, index: int) -> tuple[Scene | None, list[tuple[dict, str]]]:
