@@ -71,9 +71,11 @@ def test_stage1_leaves_the_lm_and_the_tower_bit_identical(tmp_path) -> None:
     before = {f"language_model.{k}": v for k, v in load_file(lm / "model.safetensors").items()}
     tower = {f"vision_tower.vision_model.{k.removeprefix('vision_model.')}": v
              for k, v in load_file(vision / "model.safetensors").items()}
-    for name, tensor in {**before, **tower}.items():
-        if name in final:
-            assert torch.equal(final[name].to(tensor.dtype), tensor), f"{name} changed in stage 1"
+    frozen = {**before, **tower}
+    compared = [name for name in frozen if name in final]
+    assert len(compared) > len(frozen) // 2, "the stage-1 model does not hold the pretrained weights by name"
+    for name in compared:
+        assert torch.equal(final[name].to(frozen[name].dtype), frozen[name]), f"{name} changed in stage 1"
     projector = [k for k in final if k.startswith("multi_modal_projector.")]
     init = Path(stage1 / "mm_projector.safetensors")
     assert projector and init.is_file()
