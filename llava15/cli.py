@@ -248,7 +248,8 @@ def _eval_run(p: argparse.ArgumentParser) -> None:
                    help="on a GPU, decode without torch.compile and CUDA graphs (the default uses both)")
     _eval_data_args(p)
     p.epilog = _benchmarks_epilog()
-    p.set_defaults(_checks=[("model", "model")])  # the benchmark data: `eval run` checks it before loading
+    # a data root that is not there is named as such; the files inside it `eval run` checks before loading
+    p.set_defaults(_checks=[("folder", "data_root"), ("model", "model")])
 
 
 def _eval_score(p: argparse.ArgumentParser) -> None:

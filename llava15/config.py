@@ -209,6 +209,18 @@ class TrainConfig:
     together (the same number whatever the device count or accumulation); `micro_batch`: the original's
     mean over each micro-batch's tokens, averaged over micro-batches and ranks."""
 
+    def checkpoint_every(self, on_gpu: bool) -> int:
+        """Every how many decoder layers to recompute (0: none), `activation_checkpointing` resolved."""
+        choice = "full" if self.activation_checkpointing == "auto" and self.gradient_checkpointing \
+            else self.activation_checkpointing
+        if choice == "auto":
+            if not on_gpu or self.stage == "projector":
+                return 0  # CPU memory is not the limit; stage 1 needs no LLM weight gradient
+            return 2 if self.stage == "projector+lora" else 1
+        if choice in ("none", "full"):
+            return 0 if choice == "none" else 1
+        return int(choice.split("_")[1])
+
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, ("projector", "projector+llm", "projector+lora", "all"))
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))

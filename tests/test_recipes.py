@@ -42,7 +42,7 @@ def test_qlora_recipe_is_the_lora_recipe_on_an_nf4_base() -> None:
     assert qlora.model.quantize == "nf4" and lora.model.quantize == "none"
     assert (qlora.train.lr, qlora.train.projector_lr, qlora.train.stage) == (2e-4, 2e-5, "projector+lora")
     assert (qlora.lora.enabled, qlora.lora.r, qlora.lora.alpha, qlora.lora.dropout) == (True, 128, 256, 0.05)
-    assert qlora.train.gradient_checkpointing and qlora.train.global_batch_size == 128
+    assert qlora.train.checkpoint_every(on_gpu=True) == 1 and qlora.train.global_batch_size == 128
     assert qlora.train.micro_batch_size <= 4  # what fits 24 GB (tests/train/test_memory.py)
 
 

@@ -77,13 +77,20 @@ def _fraction(scores: dict, bench: str) -> float | None:
     return value / 100 if value > 1 else value  # reports use percent; results.json uses fractions
 
 
+def pope_yes_ratio(scores: dict[str, Any]) -> float | None:
+    """Share of "yes" answers over POPE's splits together (each split's own ratio is in its metrics)."""
+    splits = ((scores.get("pope") or {}).get("metrics") or {}).get("splits") or {}
+    n = sum(s["n"] for s in splits.values())
+    return round(sum(s["TP"] + s["FP"] for s in splits.values()) / n, 4) if n else None
+
+
 def evaluate(checkpoint: Path, eval_root: Path, out: Path, max_new_tokens: int | None = None,
              blind: bool = True) -> dict[str, Any]:
     """The demo's figures for one checkpoint (module docstring)."""
     scores = run_eval(checkpoint, eval_root, out, EVAL_BENCHMARKS, max_new_tokens)
     result: dict[str, Any] = {"vqa_accuracy": _fraction(scores, "vqav2"), "pope_f1": _fraction(scores, "pope"),
                               "format_compliance": format_compliance(out),
-                              "pope_yes_ratio": (scores.get("pope", {}).get("metrics") or {}).get("yes_ratio")}
+                              "pope_yes_ratio": pope_yes_ratio(scores)}
     real = per_kind_accuracy(eval_root, out / "vqav2" / "answers.jsonl")
     if blind:
         blank_root = blank_copy(eval_root, out.parent / "eval_blank_data")

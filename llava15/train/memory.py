@@ -126,7 +126,7 @@ def project(cfg: RecipeConfig, world_size: int = 1, micro_batch: int | None = No
     t, v = llm_shape(cfg), vision_shape(cfg)
     n = max(1, world_size)
     m = micro_batch or cfg.train.micro_batch_size
-    ckpt = cfg.train.gradient_checkpointing if checkpointing is None else checkpointing
+    every = cfg.train.checkpoint_every(on_gpu=True) if checkpointing is None else int(checkpointing)
     d, f, layers = t.hidden, t.intermediate, t.layers
     kv = t.kv_heads * (d // t.heads)
     linear = layers * (2 * d * d + 2 * d * kv + 3 * d * f)  # q, o; k, v; gate, up, down
@@ -171,10 +171,16 @@ def project(cfg: RecipeConfig, world_size: int = 1, micro_batch: int | None = No
     n_img = (v.image_size // v.patch_size) ** 2
     tokens = m * cfg.data.model_max_length
     per_token_layer = 16 * d + 8 * f
-    if ckpt:
+    if every == 1:
         gpu["activations (checkpointed)"] = layers * tokens * 2 * d + tokens * per_token_layer
         formulas["activations (checkpointed)"] = (f"{layers} layers x {tokens} tok x 2*{d} B + one layer "
                                                   f"{tokens} tok x (16*{d} + 8*{f}) B")
+    elif every:
+        kept = -(-layers // every)  # checkpointed layers keep their input only; the others keep everything
+        gpu[f"activations (every {every} layers checkpointed)"] = \
+            kept * tokens * 2 * d + (layers - kept + 1) * tokens * per_token_layer
+        formulas[f"activations (every {every} layers checkpointed)"] = (
+            f"{kept} layers x {tokens} tok x 2*{d} B + {layers - kept + 1} layers x {tokens} tok x (16*{d} + 8*{f}) B")
     else:
         gpu["activations"] = layers * tokens * per_token_layer
         formulas["activations"] = f"{layers} layers x {tokens} tok x (16*{d} + 8*{f}) B"
@@ -203,9 +209,9 @@ def memory_report(cfg: RecipeConfig, world_size: int = 1, disk_gbs: float = DISK
         p = project(cfg, world_size)
     except (ValueError, KeyError) as exc:
         return f"memory projection: not available: {exc}"
-    m, ckpt = cfg.train.micro_batch_size, cfg.train.gradient_checkpointing
+    m, every = cfg.train.micro_batch_size, cfg.train.checkpoint_every(on_gpu=True)
     lines = [f"memory projection per GPU ({world_size} GPU(s), micro-batch {m} x {cfg.data.model_max_length} "
-             f"tokens, activation checkpointing {'on' if ckpt else 'off'}, model.quantize={cfg.model.quantize}; "
+             f"tokens, activation checkpointing {'off' if not every else 'every layer' if every == 1 else f'every {every} layers'}, model.quantize={cfg.model.quantize}; "
              f"{p.total_params / 1e9:.2f}e9 parameters, {p.trained_params / 1e6:.1f}e6 trained):"]
     lines += [f"  {k:<48} {v / GIB:8.2f} GiB   = {p.formulas[k]}" for k, v in p.gpu.items()]
     lines.append(f"  {'total':<48} {p.gpu_total / GIB:8.2f} GiB")

@@ -91,20 +91,6 @@ def _load_on_rank0(cfg: RecipeConfig, dist: DistInfo):
     return model, tok, image
 
 
-def activation_checkpointing(cfg: RecipeConfig, device: torch.device) -> int:
-    """Every how many decoder layers to recompute (0: none), from `train.activation_checkpointing`."""
-    choice = cfg.train.activation_checkpointing
-    if choice == "auto" and cfg.train.gradient_checkpointing:
-        choice = "full"
-    if choice == "auto":
-        if device.type != "cuda" or cfg.train.stage == "projector":
-            return 0  # CPU memory is not the limit; stage 1 needs no LLM weight gradient
-        return 2 if cfg.train.stage == "projector+lora" else 1
-    if choice in ("none", "full"):
-        return 0 if choice == "none" else 1
-    return int(choice.split("_")[1])
-
-
 def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     """The model ready to train, its tokenizer, image settings and step context (module docstring)."""
     from llava15.model.format import num_image_tokens
@@ -136,7 +122,7 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
 
         model = apply_lora(model, r=cfg.lora.r, alpha=cfg.lora.alpha, dropout=cfg.lora.dropout)
     say(f"trainable parameters ({stage}):\n{apply_freeze(model, stage)}", dist.is_main)
-    every = activation_checkpointing(cfg, dist.device)
+    every = cfg.train.checkpoint_every(on_gpu=dist.device.type == "cuda")
     if every:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=every)

@@ -55,13 +55,15 @@ def test_demo_smoke_from_the_wheel_writes_results_and_artifacts(installed: Path,
     proc = _run(installed, ["demo", "--smoke", "--out", str(out)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    for key in ("vqa_accuracy", "pope_f1", "format_compliance"):
+    for key in ("vqa_accuracy", "pope_f1", "format_compliance", "pope_yes_ratio", "blind_vqa_accuracy"):
         assert results[key] is not None and 0.0 <= results[key] <= 1.0, (key, results[key])
     assert results["seconds"] > 0
     assert (Path(results["checkpoint"]) / "llava15.json").exists()
     assert (Path(results["eval_data"]) / "pope").is_dir()
     assert Path(results["report"]).exists() and Path(results["chart"]).exists()
-    assert set(results["example_chat"]) >= {"with_format_prompt", "without_format_prompt"}
+    assert results["per_kind"] and all(set(v) == {"accuracy", "blind_accuracy"} for v in results["per_kind"].values())
+    chats = [c for c in (results["example_chat"].get("right"), results["example_chat"].get("wrong")) if c]
+    assert chats and all({"question", "expected", "with_format_prompt", "without_format_prompt"} <= set(c) for c in chats)
     assert "VQA-like accuracy" in proc.stdout
 
     fresh = tmp_path / "fresh"

@@ -107,13 +107,14 @@ def test_tiny_model_gives_identical_answers_and_scores_from_both_sources(tiny_ll
     assert len(json.loads((outs["hub"] / "pope" / "scores.json").read_text())["metrics"]["splits"]) == 3
 
 
-def test_run_fails_before_loading_the_model_naming_missing_files_and_keeps_finished_ones(tmp_path):
+def test_run_fails_before_loading_the_model_naming_missing_files_and_keeps_finished_ones(tiny_llava_dir, tmp_path):
     root = official_root(tmp_path / "data")
     out = tmp_path / "out"
     # a previous run of this --out finished POPE
     answers = [{"question_id": n + 1, "prompt": "p", "text": "Yes"} for n in range(len(POPE_Q))]
     _jsonl(out / "pope" / "answers.jsonl", answers)
-    cmd = [sys.executable, "-m", "llava15.cli", "eval", "run", "--model", str(tmp_path / "no-such-model"),
+    # a real checkpoint: the data check must stop the run before it is loaded
+    cmd = [sys.executable, "-m", "llava15.cli", "eval", "run", "--model", str(tiny_llava_dir),
            "--benchmarks", "pope,gqa", "--data-root", str(root), "--out", str(out)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
