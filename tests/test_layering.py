@@ -116,3 +116,25 @@ def test_library_code_never_imports_testing():
             if module == "llava15.testing":
                 users.append(f"{name}:{line}")
     assert not users, f"library modules import llava15.testing: {users}"
+
+
+def test_every_llava15_import_resolves():
+    """Lazy imports inside functions run only on their path (a moved module breaks them silently): each
+    `from llava15.x import name`, anywhere, must name a module or an attribute that exists."""
+    import importlib
+
+    broken = []
+    for path in sorted(MODULES.values()):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and node.module.split(".")[0] == "llava15"):
+                continue
+            if node.module not in MODULES:
+                broken.append(f"{path.relative_to(PKG.parent)}:{node.lineno}: no module {node.module}")
+                continue
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in MODULES:
+                    continue
+                if not hasattr(importlib.import_module(node.module), alias.name):
+                    broken.append(f"{path.relative_to(PKG.parent)}:{node.lineno}: {node.module} has no {alias.name}")
+    assert not broken, "\n".join(broken)

@@ -72,7 +72,7 @@ def vision_tower(given: str | None = None) -> Path:
 def language_probe(llm_dir: Path, stage1: Path, checkpoint: Path, out: Path, max_new_tokens: int,
                    n_questions: int | None = None) -> dict[str, Any]:
     """Probe answers of the base LM, stage 1 (LM frozen: must match) and the final model; scores."""
-    from llava15.eval import language_probe as lp
+    from llava15.demo import language_probe as lp
 
     probe = lp.PROBE[:n_questions]
     base = lp.base_lm_answers(llm_dir, probe, max_new_tokens=max_new_tokens)
