@@ -62,3 +62,14 @@ def test_nf4_bits_of_the_formula_are_what_bitsandbytes_stores() -> None:
     q = _bnb_layer(layer, "nf4", torch.device("cpu"), torch.float32)
     tables = (16 + 256) * 4  # the NF4 code and the scales' 8-bit code: per layer, not per weight
     assert module_bytes(q) - tables == pytest.approx(1024 * 1024 * NF4_BITS / 8, rel=0.001)
+
+
+def test_lora_auto_checkpointing_is_projected_as_the_trainer_runs_it() -> None:
+    """`activation_checkpointing: auto` is every second layer for LoRA on a GPU (`TrainConfig.checkpoint_every`):
+    the projection holds those activations, between checkpointing every layer and none."""
+    cfg = load_recipe("stage2_lora")
+    assert cfg.train.checkpoint_every(on_gpu=True) == 2 and cfg.train.checkpoint_every(on_gpu=False) == 0
+    every2, full, none = project(cfg), project(cfg, checkpointing=True), project(cfg, checkpointing=False)
+    assert "activations (every 2 layers checkpointed)" in every2.gpu
+    assert full.gpu_total < every2.gpu_total < none.gpu_total
+    assert "every 2 layers" in memory_report(cfg, 1)
