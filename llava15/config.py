@@ -221,6 +221,11 @@ class TrainConfig:
             return 0 if choice == "none" else 1
         return int(choice.split("_")[1])
 
+    @staticmethod
+    def checkpointing_phrase(every: int) -> str:
+        """`checkpoint_every`'s result in words (the trainer's log and the memory projection say the same)."""
+        return "none" if not every else "every decoder layer" if every == 1 else f"every {every} layers"
+
     def __post_init__(self) -> None:
         _check_choice("train.stage", self.stage, ("projector", "projector+llm", "projector+lora", "all"))
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))

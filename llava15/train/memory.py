@@ -211,7 +211,7 @@ def memory_report(cfg: RecipeConfig, world_size: int = 1, disk_gbs: float = DISK
         return f"memory projection: not available: {exc}"
     m, every = cfg.train.micro_batch_size, cfg.train.checkpoint_every(on_gpu=True)
     lines = [f"memory projection per GPU ({world_size} GPU(s), micro-batch {m} x {cfg.data.model_max_length} "
-             f"tokens, activation checkpointing {'off' if not every else 'every layer' if every == 1 else f'every {every} layers'}, model.quantize={cfg.model.quantize}; "
+             f"tokens, activation checkpointing {cfg.train.checkpointing_phrase(every)}, model.quantize={cfg.model.quantize}; "
              f"{p.total_params / 1e9:.2f}e9 parameters, {p.trained_params / 1e6:.1f}e6 trained):"]
     lines += [f"  {k:<48} {v / GIB:8.2f} GiB   = {p.formulas[k]}" for k, v in p.gpu.items()]
     lines.append(f"  {'total':<48} {p.gpu_total / GIB:8.2f} GiB")

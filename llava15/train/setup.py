@@ -126,7 +126,7 @@ def build_model(cfg: RecipeConfig, dist: DistInfo) -> TrainModel:
     if every:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False},
                                               every_n_layers=every)
-    say(f"activation checkpointing: {'none' if not every else 'every decoder layer' if every == 1 else f'every {every} layers'}"
+    say(f"activation checkpointing: {cfg.train.checkpointing_phrase(every)}"
         f" ({cfg.train.activation_checkpointing})", dist.is_main)
     last_layer = LastLayerRows(model) if cfg.train.last_layer_supervised_only else None
     if last_layer is not None:
