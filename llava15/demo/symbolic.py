@@ -5,10 +5,10 @@ symbolic scene takes the image's place in the prompt — the 9 positions that th
 features fill later (96 px, patch 32: one patch per grid cell) — and the input embedding of each
 position is built from the LM's own word embeddings: the sum of the words naming what the tower is
 trained to report for that patch (`world.labels.patch_labels`: colour, shape and size of the object
-centred in it, or nothing), the patch's row and column, and the background colour. Questions use the
-same words ("What color is the circle?"), so finding "circle" among the image positions is a match
-between rows of one embedding table: the lookup the LM learns in pretraining, and the reason a stage-1
-projector only has to map tower features into that table's space.
+centred in it), the patch's row and column, and, for a patch without an object, the background colour.
+Questions use the same words ("What color is the circle?"), so finding "circle" among the image
+positions is a match between rows of one embedding table: the lookup the LM learns in pretraining, and
+the reason a stage-1 projector only has to map tower features into that table's space.
 
 Contract: `patch_words(scene, aspect_ratio, image_size, patch_size) -> list[list[str]]` (per patch, row
 major); `WordEmbedder(tokenizer)` maps words to token ids once, and `.embed(words_per_patch, table)`
@@ -33,9 +33,11 @@ def patch_words(scene: Scene, aspect_ratio: str, image_size: int, patch_size: in
     labels = patch_labels(scene, aspect_ratio, image_size, patch_size)
     out = []
     for k, (color, shape, size, _, _) in enumerate(labels.tolist()):
-        words = [ROWS[k // grid], COLS[k % grid], scene.background]
-        if color != _NONE[0]:
-            words += [_COLOR[color], _SHAPE[shape], SIZES[size]]
+        words = [ROWS[k // grid], COLS[k % grid]]
+        # The background colour only where no object is: in an object's patch it is a second colour that
+        # a colour lookup has to tell apart (held-out shape accuracy stayed at chance, 0.14, over 20M
+        # tokens with it; 0.61 after 6M without it).
+        words += [_COLOR[color], _SHAPE[shape], SIZES[size]] if color != _NONE[0] else [scene.background]
         out.append(words)
     return out
 

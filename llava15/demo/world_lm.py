@@ -42,6 +42,11 @@ from llava15.demo.world.scenes import Scene, sample_scene
 IMAGE_SIZE, PATCH = 96, 32  # the demo tower's geometry: one patch per grid cell
 P_CAPTION, P_TEXT = 0.2, 0.05  # shares of stage-1 captions and text-only conversations among examples
 P_VQA_ONLY = 0.7  # of the mixture examples: the merged VQA record alone (the lookup in its densest form)
+# Of the mixture examples: a drill instead, several short questions that each find one object by one of
+# its words and read another (the kinds below); one scene asked about different objects is the contrast
+# that makes the LM look the object up instead of guessing the most likely answer.
+P_DRILL = 0.5
+DRILL_KINDS = ("color", "shape", "where", "what_at", "size")
 NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower does not read them)
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
 
@@ -75,6 +80,10 @@ def example_records(seed: int, index: int) -> tuple[Scene | None, list[tuple[dic
         return scene, [(records.pretrain_record(scene, rng), "plain")]
     if draw < P_CAPTION + P_TEXT:
         return None, [(records.text_only_record(f"text-{index}", rng), "vicuna_v1")]
+    if rng.random() < P_DRILL:
+        qas = T.sample_qas(scene, rng, rng.randint(4, 8), kinds=DRILL_KINDS)
+        return scene, [(records.conversation(f"drill-{index}", scene.image, records.short_answer_turns(qas)),
+                        "vicuna_v1")]
     recs = records.finetune_records(scene, rng)
     # the merged VQA record always (it holds most answers per token), sometimes with one other kind
     if rng.random() < P_VQA_ONLY or len(recs) == 1:
