@@ -28,7 +28,7 @@ SMOKE_MAX_NEW_TOKENS = 8  # an untrained model rarely stops: the official 1024 w
 # What the demo, the showcase and the ablations write at the top of their output folder. `--overwrite`
 # removes these, and nothing else, before a run: a rerun then trains afresh instead of resuming the
 # previous run's stages from their checkpoints.
-OUTPUTS = ("data", "init", "vision_tower", "stage1", "stage2", "eval", "ablations", "results.json")
+OUTPUTS = ("data", "init", "vision_tower", "stage1", "stage1_align", "stage2", "eval", "ablations", "results.json")
 
 
 def say(msg: str) -> None:
@@ -76,6 +76,19 @@ def train_stage1(world: dict, vision_dir: Path, llm_dir: Path, output_dir: Path,
         f"model.vision_tower={vision_dir}", f"model.llm={llm_dir}",
         f"data.path={world['pretrain']['data_path']}", f"data.image_folder={world['pretrain']['image_folder']}",
         f"train.output_dir={output_dir}", *extra])
+
+
+def align_stage1(world: dict, stage1: Path, output_dir: Path, smoke: bool = False) -> tuple[Path, dict]:
+    """Stage 1's alignment term (`demo.align`) on stage 1's own scenes: `(output_dir, its report)`."""
+    from llava15.demo.align import align_projector, read_scenes
+
+    scenes = read_scenes(world["scenes"], "pretrain")
+    say(f"aligning the projector to the world-LM's symbolic scenes ({len(scenes)} stage-1 scenes) → {output_dir}")
+    report = align_projector(stage1 / "final", scenes, world["pretrain"]["image_folder"], output_dir / "final",
+                             **({"steps": 2} if smoke else {}))
+    say(f"alignment: mean squared error {report['mse_before']} → {report['mse_after']} "
+        f"(targets' mean square {report['target_mean_square']}), {report['seconds']}s")
+    return output_dir, report
 
 
 def train_stage2(world: dict, stage1: Path, output_dir: Path, extra: list[str],

@@ -4,7 +4,8 @@ The story, the paper's: synthesise the world (images, stage-1 captions, the stag
 paper's response-format prompts, evaluation sets in the official layouts) → take the pretrained parts,
 as the paper takes CLIP and Vicuna: the demo's vision tower and world-LM (`llava15 demo pretrain` made
 them from the synthetic world, never from this run's images; the package ships them, hashes checked)
-→ stage 1: the projector alone learns on captions, LM and tower frozen, `plain` template → stage 2:
+→ stage 1: the projector alone learns on captions, LM and tower frozen, `plain` template, then is
+fitted to the world-LM's symbolic scenes of the same images (`demo.align`, the alignment term) → stage 2:
 projector + LM on the mixture, tower frozen → `eval run` on the synthetic benchmarks with the real
 metrics, plus the figures that make them believable (`demo.scoring`: per question kind, with a blank
 image as the blind baseline, POPE's yes-ratio) → results table, `results.json`, chat examples.
@@ -25,6 +26,7 @@ from llava15.demo.common import (
     SMOKE_TRAIN,
     SMOKE_WORLD,
     WORLD,
+    align_stage1,
     clear_previous_outputs,
     pretrained_parts,
     say,
@@ -85,7 +87,8 @@ def run_demo(args: argparse.Namespace) -> int:
     world = synthesize(out / "data", seed=args.seed, **(SMOKE_WORLD if smoke else WORLD))
     extra = SMOKE_TRAIN if smoke else []
     stage1 = train_stage1(world, vision_dir, llm_dir, out / "stage1", extra)
-    stage2 = train_stage2(world, stage1, out / "stage2", extra)
+    aligned, alignment = align_stage1(world, stage1, out / "stage1_align", smoke)
+    stage2 = train_stage2(world, aligned, out / "stage2", extra)
     checkpoint = stage2 / "final"
     train_seconds = time.time() - start
     say("evaluating on the synthetic benchmarks (and the VQA-like set with blank images)")
@@ -95,8 +98,8 @@ def run_demo(args: argparse.Namespace) -> int:
     examples = chat_examples(checkpoint, eval_root, out / "eval" / "vqav2" / "answers.jsonl", tokens or 48)
     results = {k: v for k, v in metrics.items() if k != "scores"}
     results.update(seconds=time.time() - start, train_seconds=train_seconds, checkpoint=str(checkpoint),
-                   eval_data=str(eval_root), stage1=str(stage1), stage2=str(stage2),
-                   pretrained={"vision_tower": str(vision_dir), "world_lm": str(llm_dir)},
+                   eval_data=str(eval_root), stage1=str(stage1), stage1_alignment=alignment,
+                   stage2=str(stage2), pretrained={"vision_tower": str(vision_dir), "world_lm": str(llm_dir)},
                    report=str(out / "eval" / "report.md"), chart=str(out / "eval" / "chart.png"),
                    example_chat=examples, scores=metrics["scores"])
     path = write_results(out, results)

@@ -55,27 +55,52 @@ def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
     check_pretrained(out)
 
 
-def test_stage1_leaves_the_lm_and_the_tower_bit_identical(tmp_path) -> None:
-    """The paper's stage 1 on the demo's recipe: only the projector changes."""
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    from llava15.demo.common import SMOKE_WORLD, pretrained_parts, train_stage1
-    from llava15.demo.world import synthesize
+    out = {}
+    for f in folder.glob("model*.safetensors"):
+        out.update(load_file(f))
+    return out
 
-    vision, lm = pretrained_parts()
-    world = synthesize(tmp_path / "data", seed=0, **SMOKE_WORLD)
-    stage1 = train_stage1(world, vision, lm, tmp_path / "stage1", ["train.max_steps=3"])
-    final = {}
-    for f in (stage1 / "final").glob("model*.safetensors"):
-        final.update(load_file(f))
+
+def _assert_lm_and_tower_unchanged(final: dict[str, torch.Tensor], vision: Path, lm: Path, what: str) -> None:
+    from safetensors.torch import load_file
+
     before = {f"language_model.{k}": v for k, v in load_file(lm / "model.safetensors").items()}
     tower = {f"vision_tower.vision_model.{k.removeprefix('vision_model.')}": v
              for k, v in load_file(vision / "model.safetensors").items()}
     frozen = {**before, **tower}
     compared = [name for name in frozen if name in final]
-    assert len(compared) > len(frozen) // 2, "the stage-1 model does not hold the pretrained weights by name"
+    assert len(compared) > len(frozen) // 2, f"the {what} model does not hold the pretrained weights by name"
     for name in compared:
-        assert torch.equal(final[name].to(frozen[name].dtype), frozen[name]), f"{name} changed in stage 1"
+        assert torch.equal(final[name].to(frozen[name].dtype), frozen[name]), f"{name} changed in {what}"
+
+
+def test_stage1_and_its_alignment_leave_the_lm_and_the_tower_bit_identical(tmp_path) -> None:
+    """The paper's stage 1 on the demo's recipe, then the alignment term: only the projector changes,
+    and the alignment brings the projected patches closer to the LM's symbolic scenes."""
+    from llava15.demo.common import SMOKE_WORLD, align_stage1, pretrained_parts, train_stage1
+    from llava15.demo.world import synthesize
+
+    vision, lm = pretrained_parts()
+    world = synthesize(tmp_path / "data", seed=0, **SMOKE_WORLD)
+    stage1 = train_stage1(world, vision, lm, tmp_path / "stage1", ["train.max_steps=3"])
+    final = _weights(stage1 / "final")
+    _assert_lm_and_tower_unchanged(final, vision, lm, "stage-1")
     projector = [k for k in final if k.startswith("multi_modal_projector.")]
-    init = Path(stage1 / "mm_projector.safetensors")
-    assert projector and init.is_file()
+    assert projector and (stage1 / "mm_projector.safetensors").is_file()
+
+    aligned, report = align_stage1(world, stage1, tmp_path / "align")
+    after = _weights(aligned / "final")
+    _assert_lm_and_tower_unchanged(after, vision, lm, "aligned stage-1")
+    assert set(after) == set(final)
+    assert any(not torch.equal(after[k], final[k]) for k in projector)
+    assert report["mse_after"] < 0.5 * report["mse_before"], report
+    assert report["patches"] == 2 * len(world_scenes(world)) * 9
+
+
+def world_scenes(world: dict) -> list:
+    from llava15.demo.align import read_scenes
+
+    return read_scenes(world["scenes"], "pretrain")
