@@ -43,11 +43,10 @@ IMAGE_SIZE, PATCH = 96, 32  # the demo tower's geometry: one patch per grid cell
 P_CAPTION, P_TEXT = 0.2, 0.05  # shares of stage-1 captions and text-only conversations among examples
 P_VQA_ONLY = 0.7  # of the mixture examples: the merged VQA record alone (the lookup in its densest form)
 # Of the mixture examples: a drill instead, several short questions that each find one object by one of
-# its words and read another, or look for a colour-and-shape pair (exists; the kinds below); one scene
-# asked about different objects is the contrast that makes the LM look the object up instead of guessing
-# the most likely answer.
+# its words and read another (the kinds below); one scene asked about different objects is the contrast
+# that makes the LM look the object up instead of guessing the most likely answer.
 P_DRILL = 0.5
-DRILL_KINDS = ("color", "shape", "where", "what_at", "size", "exists")
+DRILL_KINDS = ("color", "shape", "where", "what_at", "size")
 NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower does not read them)
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
 
