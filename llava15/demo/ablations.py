@@ -12,11 +12,12 @@ them, each a one-change difference from the full recipe:
 | `mlp_noformat` | MLP (mlp2x_gelu) | SHORT_ANSWER and MULTIPLE_CHOICE lines removed |
 
 Everything else is shared, so the differences are the ablated change and training noise only: one
-synthetic world, the demo's pretrained tower and world-LM, the demo's recipes.
-`mlp_noformat` reuses `mlp_format`'s stage 1, which has the same config. All three are evaluated on the
-same benchmarks *with* the format prompts: asking the no-format model in a format it never saw is
-the point, since that is how the benchmarks ask. Outputs go to `out/ablations/`: `ablations.json`,
-`ablations.md` and `ablations.png`.
+synthetic world, the demo's pretrained tower and world-LM, the demo's recipes and stage-1 alignment term
+(each projector is fitted to the world-LM's symbolic scenes, a linear one too). `mlp_noformat` reuses
+`mlp_format`'s stage 1, which has the same config. All three are evaluated on the same benchmarks
+*with* the format prompts: asking the no-format model in a format it never saw is the point, since
+that is how the benchmarks ask. Outputs go to `out/ablations/`: `ablations.json`, `ablations.md` and
+`ablations.png`.
 """
 
 from __future__ import annotations
@@ -100,8 +101,9 @@ def run_ablations(args: argparse.Namespace) -> int:
     for v in VARIANTS:
         folder = root / v.name
         if v.projector not in stage1_by_projector:  # stage 1 never sees stage-2 data: share it per projector
-            stage1_by_projector[v.projector] = demo.train_stage1(
+            captions = demo.train_stage1(
                 world, vision_dir, llm_dir, folder / "stage1", [f"model.projector={v.projector}", *extra])
+            stage1_by_projector[v.projector], _ = demo.align_stage1(world, captions, folder / "stage1_align", smoke)
         stage1 = stage1_by_projector[v.projector]
         # The projector type travels in the stage-1 checkpoint's config (projector_hidden_act).
         stage2 = demo.train_stage2(world, stage1, folder / "stage2", extra,

@@ -83,7 +83,7 @@ def align_stage1(world: dict, stage1: Path, output_dir: Path, smoke: bool = Fals
     from llava15.demo.align import align_projector, read_scenes
 
     scenes = read_scenes(world["scenes"], "pretrain")
-    say(f"aligning the projector to the world-LM's symbolic scenes ({len(scenes)} stage-1 scenes) → {output_dir}")
+    say(f"aligning the projector to the LM's symbolic scenes ({len(scenes)} stage-1 scenes) → {output_dir}")
     report = align_projector(stage1 / "final", scenes, world["pretrain"]["image_folder"], output_dir / "final",
                              **({"steps": 2} if smoke else {}))
     say(f"alignment: mean squared error {report['mse_before']} → {report['mse_after']} "

