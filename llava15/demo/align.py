@@ -84,7 +84,7 @@ def fit_projector(projector: torch.nn.Module, feats: torch.Tensor, targets: torc
                   lr: float, seed: int = 0) -> dict[str, float]:
     """Adam on the mean squared error, minibatches of 1,024 patches; returns the error before and after."""
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(projector.parameters(), lr=lr)
+    opt = torch.optim.Adam([p for p in projector.parameters() if p.requires_grad], lr=lr)
     with torch.no_grad():
         before = float(F.mse_loss(projector(feats), targets))
     for _ in range(steps):
@@ -102,15 +102,15 @@ def fit_projector(projector: torch.nn.Module, feats: torch.Tensor, targets: torc
 def align_projector(checkpoint: str | Path, scenes: list[Scene], image_folder: str | Path, out: str | Path,
                     steps: int = 4000, lr: float = 3e-3, seed: int = 0) -> dict:
     """Fit the projector of `checkpoint` to the symbolic scenes of `scenes` and save it to `out`."""
+    from llava15.model.freeze import apply_freeze
     from llava15.model.load import load_bundle
     from llava15.model.save import save_checkpoint
 
     start = time.perf_counter()
     bundle = load_bundle(checkpoint, dtype=torch.float32)
     model = bundle.model
-    model.requires_grad_(False)
+    apply_freeze(model, "projector")  # stage 1's rule: a linear projector's identity linear_2 stays fixed
     projector = model.model.multi_modal_projector
-    projector.requires_grad_(True)
     feats, targets = alignment_pairs(model, bundle.tokenizer, scenes, Path(image_folder), bundle.image)
     report = fit_projector(projector, feats, targets, steps, lr, seed)
     report |= {"patches": len(feats), "steps": steps, "lr": lr, "seconds": round(time.perf_counter() - start, 1)}
