@@ -9,12 +9,13 @@ the paper's stage 1. The demo runs it after the caption training, on the same sc
 modes (stage 1 crops square, stage 2 and the evaluation pad).
 
 `align_projector(checkpoint, scenes, image_folder, out)` loads a stage-1 checkpoint, fits its projector
-and saves the result as a checkpoint of the same kind; `scene_from_dict` reads a line of the world's
+and saves the result as a checkpoint of the same kind; `read_scenes` reads one stream of the world's
 `scenes.jsonl`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,16 +25,9 @@ import torch.nn.functional as F
 
 from llava15.data.images import ImageSettings, load_image, preprocess_with
 from llava15.demo.symbolic import WordEmbedder, patch_words
-from llava15.demo.world.scenes import Item, Scene, Word
+from llava15.demo.world.scenes import Scene
 
 MODES = ("square", "pad")
-
-
-def scene_from_dict(d: dict) -> Scene:
-    """A `Scene` from its `to_dict` form (a line of `scenes.jsonl`)."""
-    items = tuple(Item(o["shape"], o["color"], o["size"], o["row"], o["col"], tuple(o["bbox"])) for o in d["objects"])
-    words = tuple(Word(w["text"], w["color"], w["row"], tuple(w["origin"]), tuple(w["bbox"])) for w in d["words"])
-    return Scene(d["id"], d["image"], d["width"], d["height"], d["background"], items, words, d["font_scale"])
 
 
 def read_scenes(path: str | Path, stream: str) -> list[Scene]:
@@ -43,7 +37,7 @@ def read_scenes(path: str | Path, stream: str) -> list[Scene]:
         d = json.loads(line)
         if d.get("stream") == stream:
             try:
-                out.append(scene_from_dict(d))
+                out.append(Scene.from_dict(d))
             except (KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{n}: not a scene description ({e})") from e
     if not out:
@@ -53,10 +47,15 @@ def read_scenes(path: str | Path, stream: str) -> list[Scene]:
 
 @torch.no_grad()
 def patch_features(model, pixels: torch.Tensor) -> torch.Tensor:
-    """The tower's patch features as LLaVA feeds them to the projector (selected layer, no CLS)."""
-    cfg = model.config
-    hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[cfg.vision_feature_layer]
-    return hidden[:, 1:] if cfg.vision_feature_select_strategy == "default" else hidden
+    """What LLaVA feeds its projector for `pixels` (transformers' own layer and CLS selection), taken at
+    the projector's input."""
+    seen = []
+    hook = model.model.multi_modal_projector.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    try:
+        model.model.get_image_features(pixel_values=pixels)
+    finally:
+        hook.remove()
+    return seen[0]
 
 
 def alignment_pairs(model, tokenizer, scenes: list[Scene], image_folder: Path, image: ImageSettings,
@@ -64,19 +63,19 @@ def alignment_pairs(model, tokenizer, scenes: list[Scene], image_folder: Path, i
     """(tower features, target embeddings), one row per patch, for every scene in every mode."""
     embedder = WordEmbedder(tokenizer)
     table = model.get_input_embeddings().weight.detach()
-    patch = image.size // model.config.vision_config.patch_size
+    grid = image.size // model.config.vision_config.patch_size
     feats, targets = [], []
     for mode in MODES:
-        settings = ImageSettings(image.size, image.mean, image.std, mode)
+        settings = dataclasses.replace(image, aspect_ratio=mode)
         for i in range(0, len(scenes), batch):
             chunk = scenes[i:i + batch]
             pixels = torch.stack([preprocess_with(load_image(image_folder / s.image), settings) for s in chunk])
             f = patch_features(model, pixels.to(table.dtype))
-            if f.shape[1] != patch * patch:
-                raise ValueError(f"the tower gives {f.shape[1]} patch features, the symbolic scene has {patch * patch}")
+            if f.shape[1] != grid * grid:
+                raise ValueError(f"the tower gives {f.shape[1]} patch features, the symbolic scene has {grid * grid}")
             feats.append(f.reshape(-1, f.shape[-1]))
             for s in chunk:
-                targets.append(embedder.embed(patch_words(s, mode, image.size, image.size // patch), table))
+                targets.append(embedder.embed(patch_words(s, mode, image.size, image.size // grid), table))
     return torch.cat(feats), torch.cat(targets)
 
 

@@ -80,6 +80,7 @@ def _assert_lm_and_tower_unchanged(final: dict[str, torch.Tensor], vision: Path,
 def test_stage1_and_its_alignment_leave_the_lm_and_the_tower_bit_identical(tmp_path) -> None:
     """The paper's stage 1 on the demo's recipe, then the alignment term: only the projector changes,
     and the alignment brings the projected patches closer to the LM's symbolic scenes."""
+    from llava15.demo.align import read_scenes
     from llava15.demo.common import SMOKE_WORLD, align_stage1, pretrained_parts, train_stage1
     from llava15.demo.world import synthesize
 
@@ -97,10 +98,4 @@ def test_stage1_and_its_alignment_leave_the_lm_and_the_tower_bit_identical(tmp_p
     assert set(after) == set(final)
     assert any(not torch.equal(after[k], final[k]) for k in projector)
     assert report["mse_after"] < 0.5 * report["mse_before"], report
-    assert report["patches"] == 2 * len(world_scenes(world)) * 9
-
-
-def world_scenes(world: dict) -> list:
-    from llava15.demo.align import read_scenes
-
-    return read_scenes(world["scenes"], "pretrain")
+    assert report["patches"] == 2 * len(read_scenes(world["scenes"], "pretrain")) * 9

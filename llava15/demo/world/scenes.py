@@ -106,6 +106,16 @@ class Scene:
         return [round((x1 + dx) / side, 2), round((y1 + dy) / side, 2),
                 round((x2 + dx) / side, 2), round((y2 + dy) / side, 2)]
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Scene:
+        """The inverse of `to_dict` (a line of the world's `scenes.jsonl`)."""
+        return cls(d["id"], d["image"], d["width"], d["height"], d["background"],
+                   tuple(Item(o["shape"], o["color"], o["size"], o["row"], o["col"], tuple(o["bbox"]))
+                         for o in d["objects"]),
+                   tuple(Word(w["text"], w["color"], w["row"], tuple(w["origin"]), tuple(w["bbox"]))
+                         for w in d["words"]),
+                   d["font_scale"])
+
     def to_dict(self) -> dict:
         """JSON-ready description (`dataclasses.asdict` is 10x slower: it deep-copies every field)."""
         return {"id": self.id, "image": self.image, "width": self.width, "height": self.height,
