@@ -292,6 +292,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
                    help="`pretrain`: make the demo's pretrained tower and world-LM (what the package ships)")
     p.add_argument("--out", default="demo-output", help="output folder (must be empty unless --overwrite)")
     p.add_argument("--steps", type=int, default=None, help="pretrain: world-LM optimizer steps")
+    p.add_argument("--init", default=None, help="pretrain: continue the world-LM of this earlier `demo pretrain` "
+                   "output on the focus mixture (its tokenizer and tower are kept)")
     p.add_argument("--ablations", action="store_true",
                    help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
                    "with vs without format prompts")
@@ -302,7 +304,7 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="a tiny world and two steps per stage: checks the whole path in about a minute")
     _overwrite(p, "out", "replace the previous demo's outputs in --out")
-    p.set_defaults(_checks=[("model", "checkpoint")])
+    p.set_defaults(_checks=[("model", "checkpoint"), ("folder", "init")])
 
 
 def _overwrite(p: argparse.ArgumentParser, dest: str, help_text: str = "write into a non-empty destination "

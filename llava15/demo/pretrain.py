@@ -11,6 +11,8 @@ Writes `DIR/vision_tower/` and `DIR/world_lm/` (HF folders, weights in bf16) and
 the command, seeds, the commit, every file's sha256, and held-out accuracies. The copy committed in
 `llava15/demo/pretrained/` (package data) is what `make demo` starts from; this command reproduces it
 (docs/demo.md). `--smoke` runs every part for a few steps (the file layout and manifest keys only).
+`--init DIR` continues the world-LM of an earlier output DIR on the focus mixture (`world_lm.FOCUS`),
+keeping DIR's tokenizer and tower as they are; its manifest names DIR's command and commit as `parent`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import hashlib
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +44,7 @@ SYSTEM_PROMPT_WEIGHT = 100  # copies of the vicuna_v1 system prompt among the to
 # heldout: symbolic scenes the world-LM's accuracy per question kind is measured on
 FULL = dict(corpus_train=400, corpus_eval=20, vision_images=32000, vision_batch=16, lm_steps=4000,
             lm_row_tokens=4096, heldout=50)
+FOCUS_STEPS, FOCUS_LR = 3000, 2e-3  # the continuation's defaults (`--init`)
 SMOKE = dict(corpus_train=16, corpus_eval=2, vision_images=32, vision_batch=16, lm_steps=2, lm_row_tokens=512,
              heldout=4)
 
@@ -137,6 +141,28 @@ def pretrain(out: Path, seed: int, sizes: dict[str, int], command: str) -> dict[
     return manifest
 
 
+def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], command: str) -> dict[str, Any]:
+    """`--init`: `init`'s world-LM trained on for `sizes["lm_steps"]` steps of the focus mixture."""
+    from llava15.demo.world_lm import FOCUS, pretrain_world_lm
+
+    start = time.time()
+    parent = check_pretrained(init)  # the parent's files are the ones its manifest lists
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(init / "vision_tower", out / "vision_tower", dirs_exist_ok=True)
+    say(f"world-LM of {init}, {sizes['lm_steps']} more steps of {sizes['lm_row_tokens']} tokens on the focus "
+        f"mixture → {out / 'world_lm'}")
+    lm = pretrain_world_lm(out / "world_lm", init / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
+                           row_tokens=sizes["lm_row_tokens"], lr=FOCUS_LR, eval_every=max(1, sizes["lm_steps"] // 8),
+                           heldout=sizes["heldout"], init=init / "world_lm", mix=FOCUS, log=say)
+    manifest = {"command": command, "seed": seed, "commit": _commit(), "data_seed": seed,
+                "seconds": round(time.time() - start, 1), "sizes": sizes, "files": file_hashes(out),
+                "vision_tower": parent["vision_tower"],
+                "world_lm": {"shape": TEXT, "heldout": lm["heldout"], "seconds": lm["seconds"], "tokens": lm["tokens"]},
+                "parent": {k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:
     """The shipped parts' manifest, after checking every file's sha256 (a mismatch names the file)."""
     manifest_file = root / MANIFEST
@@ -155,11 +181,17 @@ def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:
 def run_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     sizes = dict(SMOKE if getattr(args, "smoke", False) else FULL)
+    init = Path(args.init).resolve() if getattr(args, "init", None) else None
+    if init is not None and not getattr(args, "smoke", False):
+        sizes["lm_steps"] = FOCUS_STEPS
     if getattr(args, "steps", None):
         sizes["lm_steps"] = int(args.steps)
     command = shlex.join(["llava15", "demo", "pretrain", *sys.argv[sys.argv.index("pretrain") + 1:]]) \
         if "pretrain" in sys.argv else f"llava15 demo pretrain --out {out} --seed {args.seed}"
-    manifest = pretrain(out, args.seed, sizes, command)
+    if init is not None and init == out:
+        raise ValueError(f"--init {init}: continue into another folder (--out), the parent stays as its manifest lists it")
+    manifest = continue_pretrain(out, init, args.seed, sizes, command) if init is not None else \
+        pretrain(out, args.seed, sizes, command)
     say(f"done in {manifest['seconds']:.0f}s; world-LM held-out {manifest['world_lm']['heldout']}; "
         f"manifest {out / MANIFEST}")
     return 0

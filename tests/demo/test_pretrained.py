@@ -42,17 +42,37 @@ def test_a_changed_file_is_named(tmp_path) -> None:
         check_pretrained(copy)
 
 
-def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
-    out = tmp_path / "parts"
-    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--out", str(out)],
+def _demo_pretrain(*args: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    made = json.loads((out / MANIFEST).read_text())
+
+
+def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
+    """The shipped parts come from `demo pretrain` and a continuation of its world-LM (`--init`)."""
+    first, cont = tmp_path / "parts", tmp_path / "focus"
+    _demo_pretrain("--out", str(first))
+    made = json.loads((first / MANIFEST).read_text())
     shipped = json.loads((PRETRAINED / MANIFEST).read_text())
-    assert set(made) == set(shipped)
+    assert set(MANIFEST_KEYS) <= set(made)
     assert set(made["files"]) == set(shipped["files"])
     assert made["command"].startswith("llava15 demo pretrain")
-    check_pretrained(out)
+    check_pretrained(first)
+
+    _demo_pretrain("--init", str(first), "--out", str(cont))
+    again = json.loads((cont / MANIFEST).read_text())
+    assert set(again) == set(shipped) and set(again["files"]) == set(shipped["files"])
+    assert again["parent"]["command"] == made["command"] and "--init" in again["command"]
+    check_pretrained(cont)
+    kept = [f for f in made["files"] if f.startswith("vision_tower/") or f == "world_lm/tokenizer.model"]
+    assert all(again["files"][f] == made["files"][f] for f in kept)  # tokenizer and tower as they were
+    assert again["files"]["world_lm/model.safetensors"] != made["files"]["world_lm/model.safetensors"]
+
+
+def test_demo_pretrain_init_names_a_folder_without_parts(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--init",
+                           str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and f"{tmp_path / MANIFEST} missing" in proc.stderr, proc.stderr[-2000:]
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
