@@ -28,7 +28,8 @@ SMOKE_MAX_NEW_TOKENS = 8  # an untrained model rarely stops: the official 1024 w
 # What the demo, the showcase and the ablations write at the top of their output folder. `--overwrite`
 # removes these, and nothing else, before a run: a rerun then trains afresh instead of resuming the
 # previous run's stages from their checkpoints.
-OUTPUTS = ("data", "init", "vision_tower", "stage1", "stage1_align", "stage2", "eval", "ablations", "results.json")
+OUTPUTS = ("data", "init", "vision_tower", "stage1", "stage1_align", "stage2", "eval", "eval_blank", "eval_blank_data",
+           "ablations", "results.json")
 
 
 def say(msg: str) -> None:

@@ -12,7 +12,8 @@ Contract:
   as their scripts do. ``--protocol fast`` (default): the batched engine (sorted, left-padded batches of
   ``--batch-size``; greedy, equal to batch size 1 in exact arithmetic, not bit-equal in half precision)
   with images converted to RGB first. The protocol is recorded in every score and in ``<out>/run.json``;
-  an ``--out`` holding answers of the other protocol is refused.
+  an ``--out`` holding answers of the other protocol, or of other weights (``model_fingerprint``), is
+  refused.
 - Questions come from the benchmark module (official files, official prompts and ``max_new_tokens``;
   ``--max-new-tokens`` caps it for quick checks and is recorded in the settings);
   decoding is greedy. ``--limit N`` keeps the first N questions of each benchmark.
@@ -36,6 +37,7 @@ Contract:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -234,15 +236,40 @@ def _fail(message: str) -> int:
     return 2
 
 
+def model_fingerprint(model: str) -> str | None:
+    """sha256 over a local checkpoint's weight files: name, size, first and last MiB of each (a retrained
+    or changed checkpoint differs in all of them; a copy does not; a 14 GB model is read in milliseconds).
+    None for a hub id (its name is recorded instead)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()
+
+
 def _check_protocol(out: Path, protocol: str, model: str) -> str | None:
-    """``<out>/run.json`` records the protocol; answers of the other protocol are never mixed in."""
+    """``<out>/run.json`` records the protocol and the model's weights fingerprint; answers of the other
+    protocol or of other weights (a retrained checkpoint in the same folder) are never mixed in."""
     path = out / "run.json"
+    fingerprint = model_fingerprint(model)
     if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8")).get("protocol", "fast")
+        run = json.loads(path.read_text(encoding="utf-8"))
+        previous = run.get("protocol", "fast")
         if previous != protocol:
             return (f"{out} holds a --protocol {previous} run; resume it with --protocol {previous} "
                     f"or write this one to another --out")
-    write_json(path, {"protocol": protocol, "model": str(model)}, indent=1)
+        before = run.get("weights_sha256")
+        if before and fingerprint and before != fingerprint:
+            return (f"{out} holds answers of other weights ({run.get('model')}, fingerprint {before[:12]}; "
+                    f"{model} now: {fingerprint[:12]}); write this run to another --out or remove {out}")
+    write_json(path, {"protocol": protocol, "model": str(model), "weights_sha256": fingerprint}, indent=1)
     return None
 
 

@@ -65,6 +65,10 @@ def test_demo_smoke_from_the_wheel_writes_results_and_artifacts(installed: Path,
     chats = [c for c in (results["example_chat"].get("right"), results["example_chat"].get("wrong")) if c]
     assert chats and all({"question", "expected", "with_format_prompt", "without_format_prompt"} <= set(c) for c in chats)
     assert "VQA-like accuracy" in proc.stdout
+    from llava15.demo.common import OUTPUTS
+
+    # --overwrite clears what a run wrote: a folder it does not clear would be resumed by the next run
+    assert {p.name for p in out.iterdir()} <= set(OUTPUTS), sorted(p.name for p in out.iterdir())
 
     fresh = tmp_path / "fresh"
     proc = _run(installed, ["demo", "--eval-only", "--smoke", "--checkpoint", results["checkpoint"], "--seed", "7",

@@ -6,10 +6,12 @@ protocols."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from llava15.cli import main
@@ -68,7 +70,7 @@ def _loop(model, tok, engine, root: Path, bench_name: str) -> list[str]:
     return out
 
 
-def test_official_protocol_decodes_like_the_original_and_is_recorded(tiny_llava_dir, tmp_path):
+def test_official_protocol_decodes_like_the_original_and_is_recorded(tiny_llava_dir, tmp_path, capsys):
     root = _data(tmp_path)
     out = tmp_path / "official"
     args = ["eval", "run", "--model", str(tiny_llava_dir), "--benchmarks", "pope,scienceqa", "--data-root", str(root),
@@ -87,6 +89,19 @@ def test_official_protocol_decodes_like_the_original_and_is_recorded(tiny_llava_
 
     # the same folder is never resumed under the other protocol
     assert main([*args, "--protocol", "fast"]) == 2
+    # ... nor with other weights under the same path (a retrained checkpoint): nothing is overwritten
+    retrained = tmp_path / "retrained"
+    shutil.copytree(tiny_llava_dir, retrained)
+    weights = next(retrained.glob("*.safetensors"))
+    tensors = load_file(str(weights))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    answers = (out / "pope" / "answers.jsonl").read_text()
+    assert main([*args[:3], str(retrained), *args[4:], "--protocol", "official"]) == 2
+    assert "holds answers of other weights" in capsys.readouterr().err
+    assert (out / "pope" / "answers.jsonl").read_text() == answers
+    assert main([*args, "--protocol", "official"]) == 0  # the same weights resume (nothing left to answer)
     fast = tmp_path / "fast"
     assert main(["eval", "run", "--model", str(tiny_llava_dir), "--benchmarks", "scienceqa", "--data-root", str(root),
                  "--out", str(fast), "--device", "cpu", "--max-new-tokens", str(NEW_TOKENS)]) == 0  # default: fast
