@@ -56,8 +56,7 @@ class Mixture:
     p_caption: float = 0.2
     p_text: float = 0.05
     p_drill: float = 0.5
-    # colour twice: the one lookup keyed on the shape word, the last to bind (0.55 after 5000 steps with it once)
-    drill_kinds: tuple[str, ...] = ("color", "color", "shape", "where", "what_at", "size")
+    drill_kinds: tuple[str, ...] = ("color", "shape", "where", "what_at", "size")
     p_vqa_only: float = 0.7
     objects: tuple[int, int] | None = None  # objects per scene; None: the curriculum (train) or 2-5
 
