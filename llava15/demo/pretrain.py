@@ -133,10 +133,18 @@ def pretrain(out: Path, seed: int, sizes: dict[str, int], command: str) -> dict[
                            row_tokens=sizes["lm_row_tokens"], eval_every=max(1, sizes["lm_steps"] // 8),
                            heldout=sizes["heldout"], log=say)
     vision = json.loads((out / "vision_tower" / "vision_pretrain.json").read_text())
+    return write_manifest(out, command, seed, start, sizes, lm,
+                          {"shape": VISION, "heldout": vision["heldout"], "seconds": vision["seconds"]})
+
+
+def write_manifest(out: Path, command: str, seed: int, start: float, sizes: dict[str, int], lm: dict,
+                   vision: dict, **more: Any) -> dict[str, Any]:
+    """`out/MANIFEST.json` over the files `out` holds now (`more`: further keys, as `parent`)."""
     manifest = {"command": command, "seed": seed, "commit": _commit(), "data_seed": seed,
                 "seconds": round(time.time() - start, 1), "sizes": sizes, "files": file_hashes(out),
-                "vision_tower": {"shape": VISION, "heldout": vision["heldout"], "seconds": vision["seconds"]},
-                "world_lm": {"shape": TEXT, "heldout": lm["heldout"], "seconds": lm["seconds"], "tokens": lm["tokens"]}}
+                "vision_tower": vision,
+                "world_lm": {"shape": TEXT, "heldout": lm["heldout"], "seconds": lm["seconds"], "tokens": lm["tokens"]},
+                **more}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -154,13 +162,8 @@ def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], c
     lm = pretrain_world_lm(out / "world_lm", init / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
                            row_tokens=sizes["lm_row_tokens"], lr=FOCUS_LR, eval_every=max(1, sizes["lm_steps"] // 8),
                            heldout=sizes["heldout"], init=init / "world_lm", mix=FOCUS, log=say)
-    manifest = {"command": command, "seed": seed, "commit": _commit(), "data_seed": seed,
-                "seconds": round(time.time() - start, 1), "sizes": sizes, "files": file_hashes(out),
-                "vision_tower": parent["vision_tower"],
-                "world_lm": {"shape": TEXT, "heldout": lm["heldout"], "seconds": lm["seconds"], "tokens": lm["tokens"]},
-                "parent": {k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")}}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return manifest
+    return write_manifest(out, command, seed, start, sizes, lm, parent["vision_tower"],
+                          parent={k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")})
 
 
 def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:

@@ -241,21 +241,17 @@ def pretrain_world_lm(out: str | Path, tokenizer_dir: str | Path, shape: dict, *
     if threads:
         torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    vocab = -(-len(tok) // 64) * 64  # as `model.build` rounds: LLaVA keeps the matrices at this size
     torch.manual_seed(seed)
     if init is not None:
         lm = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32, attn_implementation=PACKED_SDPA)
-        return _train(lm, tok, out, seed, steps, row_tokens, lr, warmup, eval_every, heldout, mix, log)
-    # tied embeddings: a word read from the context leaves through the row it came in by, so the copy from
-    # a symbolic patch to the answer needs no second, separately learnt table
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=vocab, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                      pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=True,
-                                      attn_implementation=PACKED_SDPA, **shape))
-    return _train(lm, tok, out, seed, steps, row_tokens, lr, warmup, eval_every, heldout, mix, log)
-
-
-def _train(lm, tok, out, seed: int, steps: int, row_tokens: int, lr: float, warmup: int, eval_every: int,
-           heldout: int, mix: Mixture, log) -> dict:
+    else:
+        # tied embeddings: a word read from the context leaves through the row it came in by, so the copy
+        # from a symbolic patch to the answer needs no second, separately learnt table
+        vocab = -(-len(tok) // 64) * 64  # as `model.build` rounds: LLaVA keeps the matrices at this size
+        lm = LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id, rms_norm_eps=1e-5, tie_word_embeddings=True,
+            attn_implementation=PACKED_SDPA, **shape))
     data = SymbolicExamples(tok, seed, mix=mix)
     embedder = WordEmbedder(tok)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)

@@ -239,12 +239,13 @@ def _fail(message: str) -> int:
 def model_fingerprint(model: str) -> str | None:
     """sha256 over a local checkpoint's weight files: name, size, first and last MiB of each (a retrained
     or changed checkpoint differs in all of them; a copy does not; a 14 GB model is read in milliseconds).
-    None for a hub id (its name is recorded instead)."""
+    None for a hub id (its name is recorded instead) or a folder without weight files."""
     folder = Path(model)
-    if not folder.is_dir():
+    files = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) if folder.is_dir() else []
+    if not files:
         return None
     h = hashlib.sha256()
-    for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+    for f in files:
         size = f.stat().st_size
         h.update(f"{f.name}:{size}".encode())
         with open(f, "rb") as fh:
@@ -254,7 +255,7 @@ def model_fingerprint(model: str) -> str | None:
     return h.hexdigest()
 
 
-def _check_protocol(out: Path, protocol: str, model: str) -> str | None:
+def _check_resumable(out: Path, protocol: str, model: str) -> str | None:
     """``<out>/run.json`` records the protocol and the model's weights fingerprint; answers of the other
     protocol or of other weights (a retrained checkpoint in the same folder) are never mixed in."""
     path = out / "run.json"
@@ -350,7 +351,7 @@ def run_eval(args: argparse.Namespace) -> int:
         tail = f" (finished benchmarks scored: {', '.join(kept)})" if kept else ""
         return _fail("data check failed, no model loaded: " + " | ".join(c.message for c in bad) + tail)
     if rank == 0:
-        problem = _check_protocol(out, protocol, args.model)
+        problem = _check_resumable(out, protocol, args.model)
         if problem:
             return _fail(problem)
     device = getattr(args, "device", None)

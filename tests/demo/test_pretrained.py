@@ -49,7 +49,7 @@ def _demo_pretrain(*args: str) -> None:
 
 
 def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
-    """The shipped parts come from `demo pretrain` and a continuation of its world-LM (`--init`)."""
+    """`demo pretrain` makes the shipped layout; `--init` continues its world-LM, tokenizer and tower kept."""
     first, cont = tmp_path / "parts", tmp_path / "focus"
     _demo_pretrain("--out", str(first))
     made = json.loads((first / MANIFEST).read_text())

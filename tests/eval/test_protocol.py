@@ -89,7 +89,7 @@ def test_official_protocol_decodes_like_the_original_and_is_recorded(tiny_llava_
 
     # the same folder is never resumed under the other protocol
     assert main([*args, "--protocol", "fast"]) == 2
-    # ... nor with other weights under the same path (a retrained checkpoint): nothing is overwritten
+    # ... nor with other weights (a retrained checkpoint): its answers are left as they are
     retrained = tmp_path / "retrained"
     shutil.copytree(tiny_llava_dir, retrained)
     weights = next(retrained.glob("*.safetensors"))
