@@ -38,7 +38,7 @@ from llava15.data.tokenization import encode_conversation
 from llava15.demo.symbolic import WordEmbedder, patch_words
 from llava15.demo.world import records
 from llava15.demo.world import text as T
-from llava15.demo.world.scenes import Item, Scene, sample_scene
+from llava15.demo.world.scenes import Scene, sample_scene
 
 IMAGE_SIZE, PATCH = 96, 32  # the demo tower's geometry: one patch per grid cell
 NO_WORDS = (1.0, 0.0, 0.0)  # symbolic scenes carry no rendered words (the tower does not read them)
@@ -56,35 +56,10 @@ class Mixture:
     p_caption: float = 0.2
     p_text: float = 0.05
     p_drill: float = 0.5
-    drill_kinds: tuple[str, ...] = ("color", "shape", "where", "what_at", "size", "where_by_shape",
-                                    "size_by_shape")
+    drill_kinds: tuple[str, ...] = ("color", "shape", "where", "what_at", "size")
     p_vqa_only: float = 0.7
     objects: tuple[int, int] | None = None  # objects per scene; None: the curriculum (train) or 2-5
 
-
-def _named_by_shape(scene: Scene, rng: random.Random) -> Item | None:
-    by_shape = [o.shape for o in scene.objects]
-    cands = [o for o in scene.objects if by_shape.count(o.shape) == 1]
-    return rng.choice(cands) if cands else None
-
-
-def _where_by_shape(scene: Scene, rng: random.Random) -> T.QA | None:
-    o = _named_by_shape(scene, rng)
-    return o and T.QA("where_by_shape", f"Where is the {o.shape}?", o.position,
-                      f"The {o.shape} is {T.where(o.position)}.")
-
-
-def _size_by_shape(scene: Scene, rng: random.Random) -> T.QA | None:
-    o = _named_by_shape(scene, rng)
-    return o and T.QA("size_by_shape", f"Is the {o.shape} large or small?", o.size, f"The {o.shape} is {o.size}.")
-
-
-# Drill questions: the world's own, and two that name an object by its shape alone. The world's "where"
-# and "size" questions name it by colour and shape, and a lookup keyed on the colour answers them; so
-# without these only colour questions (and some counts) ask for a lookup keyed on the shape word, and
-# it never formed (held-out colour at chance among the scene's objects; exists "yes" to any absent pair
-# that shares a colour). These make the shape key as useful to the LM as the colour key.
-DRILL_QUESTIONS = {**T.VISUAL_QUESTIONS, "where_by_shape": _where_by_shape, "size_by_shape": _size_by_shape}
 
 PRETRAIN = Mixture()
 # The continuation (`demo pretrain --init`): fresh 2-5 object scenes, mostly drills, and among them the
@@ -128,7 +103,7 @@ def example_records(seed: int, index: int, mix: Mixture = PRETRAIN) -> tuple[Sce
     if draw < mix.p_caption + mix.p_text:
         return None, [(records.text_only_record(f"text-{index}", rng), "vicuna_v1")]
     if rng.random() < mix.p_drill:
-        qas = T.sample_qas(scene, rng, rng.randint(4, 8), kinds=mix.drill_kinds, questions=DRILL_QUESTIONS)
+        qas = T.sample_qas(scene, rng, rng.randint(4, 8), kinds=mix.drill_kinds)
         if qas:  # a scene may answer none of the drill's kinds (colour needs a unique shape)
             drill = records.conversation(f"drill-{index}", scene.image, records.short_answer_turns(qas))
             return scene, [(drill, "vicuna_v1")]

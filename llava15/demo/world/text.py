@@ -213,13 +213,12 @@ VISUAL_QUESTIONS = {"color": _qa_color, "shape": _qa_shape, "count": _qa_count, 
 
 
 def sample_qas(scene: Scene, rng: random.Random, n: int, kinds: tuple[str, ...] | None = None,
-               ocr: bool = False, questions: dict | None = None) -> list[QA]:
-    """Up to `n` questions of distinct wording about `scene`: visual ones, or about its words if `ocr`,
-    or from `questions` (kind → function of scene and rng, giving a QA or None) when given.
+               ocr: bool = False) -> list[QA]:
+    """Up to `n` questions of distinct wording about `scene`: visual ones, or about its words if `ocr`.
 
     Kinds cycle in a shuffled order, so `n` questions cover `n` different kinds when there are enough.
     """
-    table = questions or (OCR_QUESTIONS if ocr else VISUAL_QUESTIONS)
+    table = OCR_QUESTIONS if ocr else VISUAL_QUESTIONS
     names = list(kinds or table)
     rng.shuffle(names)
     out: list[QA] = []
