@@ -294,6 +294,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="pretrain: world-LM optimizer steps")
     p.add_argument("--init", default=None, help="pretrain: continue the world-LM of this earlier `demo pretrain` "
                    "output on the focus mixture (its tokenizer and tower are kept)")
+    p.add_argument("--focus", default=None, help="pretrain --init: comma-separated drill kinds asked twice as "
+                   "often in the continuation (color, exists, shape, where, what_at, size; default color,exists)")
     p.add_argument("--ablations", action="store_true",
                    help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
                    "with vs without format prompts")

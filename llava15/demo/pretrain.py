@@ -11,8 +11,9 @@ Writes `DIR/vision_tower/` and `DIR/world_lm/` (HF folders, weights in bf16) and
 the command, seeds, the commit, every file's sha256, and held-out accuracies. The copy committed in
 `llava15/demo/pretrained/` (package data) is what `make demo` starts from; this command reproduces it
 (docs/demo.md). `--smoke` runs every part for a few steps (the file layout and manifest keys only).
-`--init DIR` continues the world-LM of an earlier output DIR on the focus mixture (`world_lm.FOCUS`),
-keeping DIR's tokenizer and tower as they are; its manifest names DIR's command and commit as `parent`.
+`--init DIR` continues the world-LM of an earlier output DIR on the focus mixture
+(`world_lm.focus_mixture`: `--focus` names the drill kinds asked twice as often), keeping DIR's tokenizer
+and tower as they are; its manifest names DIR's command and commit as `parent`.
 """
 
 from __future__ import annotations
@@ -149,19 +150,22 @@ def write_manifest(out: Path, command: str, seed: int, start: float, sizes: dict
     return manifest
 
 
-def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], command: str) -> dict[str, Any]:
+def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], command: str,
+                      focus: tuple[str, ...] = ("color", "exists")) -> dict[str, Any]:
     """`--init`: `init`'s world-LM trained on for `sizes["lm_steps"]` steps of the focus mixture."""
-    from llava15.demo.world_lm import FOCUS, pretrain_world_lm
+    from llava15.demo.world_lm import focus_mixture, pretrain_world_lm
+
+    mix = focus_mixture(focus)
 
     start = time.time()
     parent = check_pretrained(init)  # the parent's files are the ones its manifest lists
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(init / "vision_tower", out / "vision_tower", dirs_exist_ok=True)
     say(f"world-LM of {init}, {sizes['lm_steps']} more steps of {sizes['lm_row_tokens']} tokens on the focus "
-        f"mixture → {out / 'world_lm'}")
+        f"mixture ({', '.join(focus)} twice as often) → {out / 'world_lm'}")
     lm = pretrain_world_lm(out / "world_lm", init / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
                            row_tokens=sizes["lm_row_tokens"], lr=FOCUS_LR, eval_every=max(1, sizes["lm_steps"] // 8),
-                           heldout=sizes["heldout"], init=init / "world_lm", mix=FOCUS, log=say)
+                           heldout=sizes["heldout"], init=init / "world_lm", mix=mix, log=say)
     return write_manifest(out, command, seed, start, sizes, lm, parent["vision_tower"],
                           parent={k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")})
 
@@ -193,7 +197,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
         if "pretrain" in sys.argv else f"llava15 demo pretrain --out {out} --seed {args.seed}"
     if init is not None and init == out:
         raise ValueError(f"--init {init}: continue into another folder (--out), the parent stays as its manifest lists it")
-    manifest = continue_pretrain(out, init, args.seed, sizes, command) if init is not None else \
+    focus = tuple(k for k in (getattr(args, "focus", None) or "color,exists").split(",") if k)
+    if getattr(args, "focus", None) and init is None:
+        raise ValueError("--focus weights the continuation's drills: it needs --init DIR")
+    manifest = continue_pretrain(out, init, args.seed, sizes, command, focus) if init is not None else \
         pretrain(out, args.seed, sizes, command)
     say(f"done in {manifest['seconds']:.0f}s; world-LM held-out {manifest['world_lm']['heldout']}; "
         f"manifest {out / MANIFEST}")

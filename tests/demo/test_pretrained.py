@@ -59,10 +59,10 @@ def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
     assert made["command"].startswith("llava15 demo pretrain")
     check_pretrained(first)
 
-    _demo_pretrain("--init", str(first), "--out", str(cont))
+    _demo_pretrain("--init", str(first), "--out", str(cont), "--focus", "size,exists")
     again = json.loads((cont / MANIFEST).read_text())
     assert set(again) == set(made) | {"parent"} and set(again["files"]) == set(shipped["files"])
-    assert again["parent"]["command"] == made["command"] and "--init" in again["command"]
+    assert again["parent"]["command"] == made["command"] and "--focus size,exists" in again["command"]
     check_pretrained(cont)
     kept = [f for f in made["files"] if f.startswith("vision_tower/") or f == "world_lm/tokenizer.model"]
     assert all(again["files"][f] == made["files"][f] for f in kept)  # tokenizer and tower as they were
@@ -73,6 +73,15 @@ def test_demo_pretrain_init_names_a_folder_without_parts(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--init",
                            str(tmp_path), "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and f"{tmp_path / MANIFEST} missing" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_demo_pretrain_names_an_unknown_focus_kind_before_any_work(tmp_path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--init",
+                           str(PRETRAINED), "--out", str(out), "--focus", "colour"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "--focus colour: not a drill kind" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
