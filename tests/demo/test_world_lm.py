@@ -1,0 +1,25 @@
+"""The world-LM's training stream: how many objects its scenes hold, and what they show it."""
+
+from __future__ import annotations
+
+from llava15.demo import world_lm as W
+from llava15.demo.symbolic import patch_words
+from llava15.demo.world import text as T
+
+
+def test_scenes_grow_from_one_object_to_the_worlds_two_to_five() -> None:
+    counts = {i: len(W.scene_of(0, "train", i)[0].objects) for i in (0, 5999, 6000, 35999, 36000, 71999, 72000)}
+    assert counts[0] == counts[5999] == 1
+    assert 1 <= counts[6000] <= 2 and 1 <= counts[35999] <= 2
+    assert 2 <= counts[36000] <= 3 and 2 <= counts[71999] <= 3
+    assert max(len(W.scene_of(0, "train", i)[0].objects) for i in range(72000, 72200)) == 5
+    # held-out scenes never take part in the curriculum
+    assert min(len(W.scene_of(1, "heldout", i)[0].objects) for i in range(50)) == 2
+
+
+def test_drills_ask_the_worlds_own_questions_and_the_symbolic_scene_holds_each_object() -> None:
+    assert set(W.PRETRAIN.drill_kinds) <= set(T.VISUAL_QUESTIONS)
+    scene, _ = W.scene_of(0, "train", 80000)
+    words = patch_words(scene, "pad", W.IMAGE_SIZE, W.PATCH)
+    for o in scene.objects:
+        assert any({o.color, o.shape, o.size} <= set(ws) for ws in words), (o, words)
