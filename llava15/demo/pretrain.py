@@ -151,10 +151,12 @@ def write_manifest(out: Path, command: str, seed: int, start: float, sizes: dict
 
 
 def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], command: str,
-                      focus: tuple[str, ...] = ("color", "exists")) -> dict[str, Any]:
-    """`--init`: `init`'s world-LM trained on for `sizes["lm_steps"]` steps of the focus mixture."""
-    from llava15.demo.world_lm import focus_mixture, pretrain_world_lm
+                      focus: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """`--init`: `init`'s world-LM trained on for `sizes["lm_steps"]` steps of the focus mixture (`focus`:
+    the drill kinds asked twice as often; None: `world_lm.FOCUS_DEFAULT`)."""
+    from llava15.demo.world_lm import FOCUS_DEFAULT, focus_mixture, pretrain_world_lm
 
+    focus = focus or FOCUS_DEFAULT
     mix = focus_mixture(focus)
 
     start = time.time()
@@ -197,8 +199,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
         if "pretrain" in sys.argv else f"llava15 demo pretrain --out {out} --seed {args.seed}"
     if init is not None and init == out:
         raise ValueError(f"--init {init}: continue into another folder (--out), the parent stays as its manifest lists it")
-    focus = tuple(k for k in (getattr(args, "focus", None) or "color,exists").split(",") if k)
-    if getattr(args, "focus", None) and init is None:
+    focus = tuple(k for k in args.focus.split(",") if k) if getattr(args, "focus", None) else None
+    if focus and init is None:
         raise ValueError("--focus weights the continuation's drills: it needs --init DIR")
     manifest = continue_pretrain(out, init, args.seed, sizes, command, focus) if init is not None else \
         pretrain(out, args.seed, sizes, command)

@@ -63,9 +63,10 @@ class Mixture:
 
 PRETRAIN = Mixture()
 FOCUS_KINDS = ("color", "exists", "shape", "where", "what_at", "size")  # the continuation's drill kinds
+FOCUS_DEFAULT = ("color", "exists")
 
 
-def focus_mixture(kinds: tuple[str, ...] = ("color", "exists")) -> Mixture:
+def focus_mixture(kinds: tuple[str, ...] = FOCUS_DEFAULT) -> Mixture:
     """The continuation's mixture (`demo pretrain --init --focus`): fresh 2-5 object scenes, mostly drills,
     the lookups in `kinds` asked twice as often as the others (the default: the two the first phase of
     b3ccd4c bound least; its colour answers named another object's colour, its exists answers said "yes"
