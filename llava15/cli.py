@@ -296,6 +296,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
                    "output on the focus mixture (its tokenizer and tower are kept)")
     p.add_argument("--focus", default=None, help="pretrain --init: comma-separated drill kinds asked twice as "
                    "often in the continuation (color, exists, shape, where, what_at, size; default color,exists)")
+    p.add_argument("--separate", default=None, help="pretrain --init: comma-separated one-token words whose "
+                   "embedding rows are moved apart before the continuation (e.g. large,small)")
     p.add_argument("--ablations", action="store_true",
                    help="run Table 1's ablations in miniature instead of the demo: MLP vs linear projector, "
                    "with vs without format prompts")

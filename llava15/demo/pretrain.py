@@ -12,8 +12,9 @@ the command, seeds, the commit, every file's sha256, and held-out accuracies. Th
 `llava15/demo/pretrained/` (package data) is what `make demo` starts from; this command reproduces it
 (docs/demo.md). `--smoke` runs every part for a few steps (the file layout and manifest keys only).
 `--init DIR` continues the world-LM of an earlier output DIR on the focus mixture
-(`world_lm.focus_mixture`: `--focus` names the drill kinds asked twice as often), keeping DIR's tokenizer
-and tower as they are; its manifest names DIR's command and commit as `parent`.
+(`world_lm.focus_mixture`: `--focus` names the drill kinds asked twice as often; `--separate` names
+words whose collapsed embedding rows are moved apart first), keeping DIR's tokenizer and tower as they
+are; its manifest names DIR's command and commit as `parent`.
 """
 
 from __future__ import annotations
@@ -151,9 +152,13 @@ def write_manifest(out: Path, command: str, seed: int, start: float, sizes: dict
 
 
 def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], command: str,
-                      focus: tuple[str, ...] | None = None) -> dict[str, Any]:
+                      focus: tuple[str, ...] | None = None, separate: tuple[str, ...] = ()) -> dict[str, Any]:
     """`--init`: `init`'s world-LM trained on for `sizes["lm_steps"]` steps of the focus mixture (`focus`:
-    the drill kinds asked twice as often; None: `world_lm.FOCUS_DEFAULT`)."""
+    the drill kinds asked twice as often; None: `world_lm.FOCUS_DEFAULT`), the embedding rows of the
+    `separate` words moved apart first (`symbolic.separate_word_rows`)."""
+    from transformers import AutoTokenizer
+
+    from llava15.demo.symbolic import WordEmbedder, word_rows
     from llava15.demo.world_lm import FOCUS_DEFAULT, focus_mixture, pretrain_world_lm
 
     focus = focus or FOCUS_DEFAULT
@@ -161,13 +166,17 @@ def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], c
 
     start = time.time()
     parent = check_pretrained(init)  # the parent's files are the ones its manifest lists
+    if separate:  # a word that is not one token is named before anything is written
+        word_rows(WordEmbedder(AutoTokenizer.from_pretrained(init / "world_lm")), separate)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(init / "vision_tower", out / "vision_tower", dirs_exist_ok=True)
     say(f"world-LM of {init}, {sizes['lm_steps']} more steps of {sizes['lm_row_tokens']} tokens on the focus "
-        f"mixture ({', '.join(focus)} twice as often) → {out / 'world_lm'}")
+        f"mixture ({', '.join(focus)} twice as often"
+        + (f"; the rows of {', '.join(separate)} moved apart first" if separate else "") + f") → {out / 'world_lm'}")
     lm = pretrain_world_lm(out / "world_lm", init / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
                            row_tokens=sizes["lm_row_tokens"], lr=FOCUS_LR, eval_every=max(1, sizes["lm_steps"] // 8),
-                           heldout=sizes["heldout"], init=init / "world_lm", mix=mix, log=say)
+                           heldout=sizes["heldout"], init=init / "world_lm", mix=mix, separate=separate,
+                           log=say)
     return write_manifest(out, command, seed, start, sizes, lm, parent["vision_tower"],
                           parent={k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")})
 
@@ -202,7 +211,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     focus = tuple(k for k in args.focus.split(",") if k) if getattr(args, "focus", None) else None
     if focus and init is None:
         raise ValueError("--focus weights the continuation's drills: it needs --init DIR")
-    manifest = continue_pretrain(out, init, args.seed, sizes, command, focus) if init is not None else \
+    separate = tuple(w for w in args.separate.split(",") if w) if getattr(args, "separate", None) else ()
+    if separate and init is None:
+        raise ValueError("--separate moves a trained world-LM's word rows apart: it needs --init DIR")
+    manifest = continue_pretrain(out, init, args.seed, sizes, command, focus, separate) if init is not None else \
         pretrain(out, args.seed, sizes, command)
     say(f"done in {manifest['seconds']:.0f}s; world-LM held-out {manifest['world_lm']['heldout']}; "
         f"manifest {out / MANIFEST}")
