@@ -59,10 +59,11 @@ def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
     assert made["command"].startswith("llava15 demo pretrain")
     check_pretrained(first)
 
-    _demo_pretrain("--init", str(first), "--out", str(cont), "--focus", "size,exists")
+    _demo_pretrain("--init", str(first), "--out", str(cont), "--focus", "size,exists", "--separate", "large,small")
     again = json.loads((cont / MANIFEST).read_text())
     assert set(again) == set(made) | {"parent"} and set(again["files"]) == set(shipped["files"])
-    assert again["parent"]["command"] == made["command"] and "--focus size,exists" in again["command"]
+    assert again["parent"]["command"] == made["command"]
+    assert "--focus size,exists --separate large,small" in again["command"]
     check_pretrained(cont)
     kept = [f for f in made["files"] if f.startswith("vision_tower/") or f == "world_lm/tokenizer.model"]
     assert all(again["files"][f] == made["files"][f] for f in kept)  # tokenizer and tower as they were
@@ -82,6 +83,18 @@ def test_demo_pretrain_names_an_unknown_focus_kind_before_any_work(tmp_path) -> 
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "--focus colour: not a drill kind" in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_demo_pretrain_names_a_word_it_cannot_separate_before_any_work(tmp_path) -> None:
+    out = tmp_path / "out"
+    for extra, message in ((["--init", str(PRETRAINED), "--separate", "large,smallish"],
+                            "--separate smallish: the tokenizer splits it into 2 tokens"),
+                           (["--separate", "large,small"], "--separate moves a trained world-LM's word rows apart: "
+                            "it needs --init DIR")):
+        proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--out", str(out),
+                               *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+        assert not out.exists()
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -23,3 +23,29 @@ def test_drills_ask_the_worlds_own_questions_and_the_symbolic_scene_holds_each_o
     words = patch_words(scene, "pad", W.IMAGE_SIZE, W.PATCH)
     for o in scene.objects:
         assert any({o.color, o.shape, o.size} <= set(ws) for ws in words), (o, words)
+
+
+def test_separate_moves_collapsed_word_rows_apart_and_keeps_their_mean_and_every_other_row() -> None:
+    import pytest
+    import torch
+    from transformers import AutoTokenizer
+
+    from llava15.demo.pretrain import PRETRAINED
+    from llava15.demo.symbolic import WordEmbedder, separate_word_rows
+
+    embedder = WordEmbedder(AutoTokenizer.from_pretrained(PRETRAINED / "world_lm"))
+    large, small = embedder.ids("large")[0], embedder.ids("small")[0]
+    table = torch.randn(len(embedder.tokenizer), 16, generator=torch.Generator().manual_seed(0))
+    table[small] = table[large] + 0.01  # collapsed: cosine ~1
+    before = table.clone()
+    separate_word_rows(table, embedder, ("large", "small"), 0.75, torch.Generator().manual_seed(0))
+    mean = (before[large] + before[small]) / 2
+    assert torch.allclose((table[large] + table[small]) / 2, mean, atol=1e-6)
+    assert torch.allclose((table[[large, small]] - mean).norm(dim=1), torch.tensor([0.75, 0.75]), atol=1e-5)
+    assert float(torch.nn.functional.cosine_similarity(table[large] - mean, table[small] - mean, dim=0)) < -0.99
+    others = [i for i in range(len(table)) if i not in (large, small)]
+    assert torch.equal(table[others], before[others])
+    with pytest.raises(ValueError, match="--separate smallish: the tokenizer splits it into 2 tokens"):
+        separate_word_rows(table, embedder, ("large", "smallish"), 0.75, torch.Generator())
+    with pytest.raises(ValueError, match="name two words or more"):
+        separate_word_rows(table, embedder, ("large",), 0.75, torch.Generator())
