@@ -14,7 +14,7 @@ the command, seeds, the commit, every file's sha256, and held-out accuracies. Th
 `--init DIR` continues the world-LM of an earlier output DIR on the focus mixture
 (`world_lm.focus_mixture`: `--focus` names the drill kinds asked twice as often; `--separate` names
 words whose collapsed embedding rows are moved apart first), keeping DIR's tokenizer and tower as they
-are; its manifest names DIR's command and commit as `parent`.
+are; its manifest names DIR's command and commit as `parent` (with DIR's own `parent`: the whole chain).
 """
 
 from __future__ import annotations
@@ -178,7 +178,8 @@ def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], c
                            heldout=sizes["heldout"], init=init / "world_lm", mix=mix, separate=separate,
                            log=say)
     return write_manifest(out, command, seed, start, sizes, lm, parent["vision_tower"],
-                          parent={k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm")})
+                          parent={k: parent[k] for k in ("command", "commit", "seconds", "sizes", "world_lm", "parent")
+                                  if k in parent})  # the parent's own parent too: the whole chain of commands
 
 
 def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:

@@ -69,6 +69,11 @@ def test_demo_pretrain_makes_the_shipped_layout_and_manifest(tmp_path) -> None:
     assert all(again["files"][f] == made["files"][f] for f in kept)  # tokenizer and tower as they were
     assert again["files"]["world_lm/model.safetensors"] != made["files"]["world_lm/model.safetensors"]
 
+    third = tmp_path / "third"  # a continuation of a continuation names the whole chain of commands
+    _demo_pretrain("--init", str(cont), "--out", str(third))
+    chain = json.loads((third / MANIFEST).read_text())["parent"]
+    assert chain["command"] == again["command"] and chain["parent"]["command"] == made["command"]
+
 
 def test_demo_pretrain_init_names_a_folder_without_parts(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "llava15.cli", "demo", "pretrain", "--smoke", "--init",
