@@ -170,9 +170,9 @@ def continue_pretrain(out: Path, init: Path, seed: int, sizes: dict[str, int], c
         word_rows(WordEmbedder(AutoTokenizer.from_pretrained(init / "world_lm")), separate)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(init / "vision_tower", out / "vision_tower", dirs_exist_ok=True)
+    moved = f"; the rows of {', '.join(separate)} moved apart first" if separate else ""
     say(f"world-LM of {init}, {sizes['lm_steps']} more steps of {sizes['lm_row_tokens']} tokens on the focus "
-        f"mixture ({', '.join(focus)} twice as often"
-        + (f"; the rows of {', '.join(separate)} moved apart first" if separate else "") + f") → {out / 'world_lm'}")
+        f"mixture ({', '.join(focus)} twice as often{moved}) → {out / 'world_lm'}")
     lm = pretrain_world_lm(out / "world_lm", init / "world_lm", TEXT, seed=seed, steps=sizes["lm_steps"],
                            row_tokens=sizes["lm_row_tokens"], lr=FOCUS_LR, eval_every=max(1, sizes["lm_steps"] // 8),
                            heldout=sizes["heldout"], init=init / "world_lm", mix=mix, separate=separate,
@@ -197,6 +197,11 @@ def check_pretrained(root: Path = PRETRAINED) -> dict[str, Any]:
     return manifest
 
 
+def _names(args: argparse.Namespace, option: str) -> tuple[str, ...]:
+    """A comma-separated option's names (empty when the option is not given)."""
+    return tuple(name for name in (getattr(args, option, None) or "").split(",") if name)
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     sizes = dict(SMOKE if getattr(args, "smoke", False) else FULL)
@@ -209,10 +214,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
         if "pretrain" in sys.argv else f"llava15 demo pretrain --out {out} --seed {args.seed}"
     if init is not None and init == out:
         raise ValueError(f"--init {init}: continue into another folder (--out), the parent stays as its manifest lists it")
-    focus = tuple(k for k in args.focus.split(",") if k) if getattr(args, "focus", None) else None
+    focus, separate = _names(args, "focus"), _names(args, "separate")
     if focus and init is None:
         raise ValueError("--focus weights the continuation's drills: it needs --init DIR")
-    separate = tuple(w for w in args.separate.split(",") if w) if getattr(args, "separate", None) else ()
     if separate and init is None:
         raise ValueError("--separate moves a trained world-LM's word rows apart: it needs --init DIR")
     manifest = continue_pretrain(out, init, args.seed, sizes, command, focus, separate) if init is not None else \

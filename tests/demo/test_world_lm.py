@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
+from transformers import AutoTokenizer
+
 from llava15.demo import world_lm as W
-from llava15.demo.symbolic import patch_words
+from llava15.demo.pretrain import PRETRAINED
+from llava15.demo.symbolic import WordEmbedder, patch_words, separate_word_rows
 from llava15.demo.world import text as T
 
 
@@ -26,13 +31,6 @@ def test_drills_ask_the_worlds_own_questions_and_the_symbolic_scene_holds_each_o
 
 
 def test_separate_moves_collapsed_word_rows_apart_and_keeps_their_mean_and_every_other_row() -> None:
-    import pytest
-    import torch
-    from transformers import AutoTokenizer
-
-    from llava15.demo.pretrain import PRETRAINED
-    from llava15.demo.symbolic import WordEmbedder, separate_word_rows
-
     embedder = WordEmbedder(AutoTokenizer.from_pretrained(PRETRAINED / "world_lm"))
     large, small = embedder.ids("large")[0], embedder.ids("small")[0]
     table = torch.randn(len(embedder.tokenizer), 16, generator=torch.Generator().manual_seed(0))
