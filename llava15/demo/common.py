@@ -18,7 +18,7 @@ EVAL_BENCHMARKS = "vqav2,pope,mme,scienceqa,mmbench,textvqa"
 
 # Training scenes per stage, images per benchmark. 100 evaluation images (800 VQA-like questions): three
 # fresh seeds of the demo's checkpoint scored +2.8 / -0.4 / -1.3 points from its own seed; with 50
-# images, a session-5 checkpoint was off by up to -4.5. 2000 training scenes instead of 1000: VQA-like
+# images, an earlier checkpoint was off by up to -4.5. 2000 training scenes instead of 1000: VQA-like
 # 0.882 against 0.866, what-is-at 0.72 against 0.69, for 76 s more (benchmarks/RESULTS.md).
 WORLD = dict(n_train=2000, n_eval=100)
 SMOKE_WORLD = dict(n_train=24, n_eval=4)

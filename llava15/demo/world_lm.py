@@ -79,7 +79,7 @@ def focus_mixture(kinds: tuple[str, ...] = FOCUS_DEFAULT) -> Mixture:
 
 
 # half the distance between two colour words' rows in the world-LM of cdee5a7 (1.56): moved this far
-# apart, "large" and "small" were read from 2-5 object scenes within 250 steps (held-out size 0.64 -> 0.96)
+# apart, "large" and "small" were read from 2-5 object scenes within 125 steps (held-out size 0.64 -> 0.94)
 SEPARATE_RADIUS = 0.75
 
 VQA_KINDS = ("color", "shape", "count", "exists", "where", "what_at", "size", "background")
